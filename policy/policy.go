@@ -6,8 +6,6 @@ package policy
 import (
 	"crypto"
 	"time"
-
-	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // Mode says what a failing rule does to an image.
@@ -26,7 +24,8 @@ const (
 type Policy struct {
 	// Signers by name, pooled from every file.
 	Signers map[string]*Signer
-	// Registries by host, pooled from every file.
+	// Registries by host, pooled from every file. Hosts are written as
+	// RepositoryName writes them (lower case, Docker Hub as docker.io).
 	Registries map[string]*Registry
 	// Rules in file order; the first whose Images match wins.
 	Rules []*Rule
@@ -70,6 +69,10 @@ type Rule struct {
 	Scan *Scan
 	// Source is where the rule was defined, as FILE:LINE.
 	Source string
+
+	// globs are Images compiled at load, so that matching an image on
+	// every container create parses nothing.
+	globs []glob
 }
 
 // Signatures is a threshold of distinct signers.
@@ -104,9 +107,3 @@ type Ignore struct {
 func (i Ignore) Ignores(id string, now time.Time) bool {
 	return i.CVE == id && (i.Until.IsZero() || now.Before(i.Until))
 }
-
-// Load reads, validates and merges every *.yaml file of dir.
-func Load(dir string) (*Policy, error) { panic("unimplemented") }
-
-// RuleFor returns the first rule whose images match repo, nil when none does.
-func (p *Policy) RuleFor(repo name.Repository) *Rule { panic("unimplemented") }

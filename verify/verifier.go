@@ -3,8 +3,13 @@ package verify
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imagegate/imagegate/policy"
 )
@@ -48,14 +53,48 @@ func (v *Verifier) Policy() *policy.Policy { return v.pol }
 // NewSubject names the subject for image (any reference form; Docker Hub
 // short names are normalized) at digest, as the runtime reports it. It
 // asks no registry.
-func NewSubject(image, digest string) (Subject, error) { panic("unimplemented") }
+func NewSubject(image, digest string) (Subject, error) {
+	ref, err := name.ParseReference(image)
+	if err != nil {
+		return Subject{}, fmt.Errorf("image %q: %w", image, err)
+	}
+	h, err := v1.NewHash(digest)
+	if err != nil {
+		return Subject{}, fmt.Errorf("image %q: digest %q: %w", image, digest, err)
+	}
+	return Subject{Image: image, Repository: ref.Context(), Digest: h}, nil
+}
 
 // Resolve parses image and, when it carries no digest, resolves its tag to
 // the digest the registry serves now. Only the CLI does that; the plugin
-// takes the digest from the runtime.
+// takes the digest from the runtime. An image index is resolved to the
+// index digest, the one the runtime reports for it.
 func (v *Verifier) Resolve(ctx context.Context, image string) (Subject, error) {
-	panic("unimplemented")
+	ref, err := name.ParseReference(image)
+	if err != nil {
+		return Subject{}, fmt.Errorf("image %q: %w", image, err)
+	}
+	if d, ok := ref.(name.Digest); ok {
+		return NewSubject(image, d.DigestStr())
+	}
+	ctx, cancel := context.WithTimeout(ctx, v.timeout)
+	defer cancel()
+	repo, opts, err := v.remoteOptions(ctx, ref.Context())
+	if err != nil {
+		return Subject{}, err
+	}
+	desc, err := remote.Head(repo.Tag(ref.Identifier()), opts...)
+	if isNotFound(err) {
+		return Subject{}, fmt.Errorf("image %q: %w", image, ErrTagNotFound)
+	}
+	if err != nil {
+		return Subject{}, fmt.Errorf("image %q: %w: %s: %w", image, ErrUnreachable, repo.RegistryStr(), err)
+	}
+	return Subject{Image: image, Repository: ref.Context(), Digest: desc.Digest}, nil
 }
+
+// ErrTagNotFound says a tag named on the command line does not exist.
+var ErrTagNotFound = errors.New("no such tag in the registry")
 
 // Decide finds the rule for subj and verifies it.
 func (v *Verifier) Decide(ctx context.Context, subj Subject) (Verdict, error) {
@@ -63,7 +102,47 @@ func (v *Verifier) Decide(ctx context.Context, subj Subject) (Verdict, error) {
 }
 
 // Verify decides subj under rule; a nil rule means no rule matched and the
-// policy's unmatched default applies.
+// policy's unmatched default applies. It fetches the evidence once and
+// checks it locally against every signer and attestor of the rule.
 func (v *Verifier) Verify(ctx context.Context, subj Subject, rule *policy.Rule) (Verdict, error) {
-	panic("unimplemented")
+	vd := Verdict{
+		Image:   subj.Image,
+		Digest:  subj.Digest.String(),
+		Mode:    policy.ModeEnforce,
+		Signers: []string{},
+		Reasons: []string{},
+	}
+	if rule == nil {
+		if v.pol.Unmatched == "allow" {
+			vd.Allowed = true
+			return vd, nil
+		}
+		vd.Reasons = append(vd.Reasons, fmt.Sprintf("no rule matches %s and the policy denies unmatched images",
+			policy.RepositoryName(subj.Repository)))
+		return vd, nil
+	}
+	vd.Rule, vd.Mode = rule.Name, rule.Mode
+	if rule.Allow {
+		vd.Allowed = true
+		return vd, nil
+	}
+	ev, err := v.fetch(ctx, subj, rule.Signatures != nil, rule.Scan != nil)
+	if err != nil {
+		return Verdict{}, err
+	}
+	if rule.Signatures != nil {
+		results, unknown, unreadable := checkSignatures(ev.sigs, rule.Signatures.Signers, subj.Digest)
+		verified, reasons := signatureReasons(rule.Signatures, results, unknown, unreadable)
+		vd.Signers = append(vd.Signers, verified...)
+		vd.Reasons = append(vd.Reasons, reasons...)
+	}
+	if rule.Scan != nil {
+		scans, rejected := collectScans(ctx, ev.atts, rule.Scan.Attestors, subj.Digest)
+		d := decideScan(rule.Scan, scans, rejected, v.now())
+		vd.Scan = d.status
+		vd.Reasons = append(vd.Reasons, d.reasons...)
+		vd.Expires = d.expires
+	}
+	vd.Allowed = rule.Mode != policy.ModeEnforce || len(vd.Reasons) == 0
+	return vd, nil
 }

@@ -1,0 +1,57 @@
+package verify_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/imagegate/imagegate/internal/testsign"
+	"github.com/imagegate/imagegate/policy"
+	"github.com/imagegate/imagegate/verify"
+)
+
+// BenchmarkVerifyCold is a cold verification, as on a cache miss: three
+// signatures and one scan attestation fetched from a loopback registry
+// and checked. It reports the median besides the mean, since DESIGN.md
+// holds the median to 30 ms.
+func BenchmarkVerifyCold(b *testing.B) {
+	reg := testsign.NewRegistry(b)
+	pol := &policy.Policy{Signers: map[string]*policy.Signer{}, Registries: map[string]*policy.Registry{
+		reg.Host: {Host: reg.Host, Insecure: true},
+	}}
+	d := reg.Push(b, "shop/api:1.4")
+	var signers []*policy.Signer
+	keys := map[string]*testsign.Key{}
+	for _, n := range []string{"ci", "scanner", "staging"} {
+		k := testsign.NewKey(b, n)
+		keys[n] = k
+		s := &policy.Signer{Name: n, Key: k.Public}
+		signers = append(signers, s)
+		testsign.Sign(b, k, d)
+	}
+	testsign.AttestVuln(b, keys["scanner"], d, report(b, "trivy-high.json"), time.Now().Add(-time.Hour))
+	rule := &policy.Rule{
+		Name: "prod", Mode: policy.ModeEnforce,
+		Signatures: &policy.Signatures{Threshold: 3, Signers: signers},
+		Scan:       &policy.Scan{Attestors: signers[1:2], MaxSeverity: policy.SeverityCritical, MaxAge: 168 * time.Hour},
+	}
+	v := verify.New(pol)
+	subj, err := verify.NewSubject(d.String(), d.DigestStr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	durations := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		start := time.Now()
+		vd, err := v.Verify(context.Background(), subj, rule)
+		durations = append(durations, time.Since(start))
+		if err != nil || !vd.Allowed {
+			b.Fatalf("verdict %+v, err %v", vd, err)
+		}
+	}
+	slices.Sort(durations)
+	b.ReportMetric(float64(durations[len(durations)/2].Microseconds())/1000, "ms-median")
+}
