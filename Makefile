@@ -53,3 +53,7 @@ demo: build
 
 clean:
 	rm -rf bin dist
+
+# Further targets (end-to-end, packages) live beside this file, one
+# concern per file.
+include $(wildcard mk/*.mk)
