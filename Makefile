@@ -13,7 +13,7 @@ BENCHTIME ?= 2s
 
 export GOTOOLCHAIN := local
 
-.PHONY: all build test lint unit fuzz-seeds bench demo clean
+.PHONY: all build test lint unit fuzz bench demo clean
 
 all: build
 
@@ -41,6 +41,14 @@ $(COSIGN):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
 	mv $(TOOLS)/cosign $@
+
+## fuzz: each fuzz target for FUZZTIME (make test runs only their seeds).
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
 
 ## bench: the numbers of BENCHMARKS.md.
 bench: build $(COSIGN)
