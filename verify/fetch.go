@@ -65,7 +65,14 @@ type evidence struct {
 // plain HTTP only where the policy says insecure, credentials only from the
 // auth file the policy names.
 func (v *Verifier) remoteOptions(ctx context.Context, repo name.Repository) (name.Repository, []remote.Option, error) {
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(v.transport)}
+	opts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithTransport(v.transport),
+		// go-containerregistry's retries sleep for seconds without
+		// watching the context, far past a create's budget. A failed
+		// fetch is not cached, so the runtime's next attempt retries.
+		remote.WithRetryBackoff(remote.Backoff{Steps: 1}),
+	}
 	reg := v.pol.Registries[registryHost(repo)]
 	if reg == nil {
 		return repo, append(opts, remote.WithAuth(authn.Anonymous)), nil

@@ -285,10 +285,15 @@ func TestRegistryDownIsAnErrorNotAVerdict(t *testing.T) {
 			d := f.reg.Push(t, "shop/api:1")
 			testsign.Sign(t, f.keys["ci"], d)
 			tc.down(f.reg)
+			f.reg.ResetRequests()
 			subj, _ := verify.NewSubject(d.String(), d.DigestStr())
 			_, err := f.verifier().Verify(context.Background(), subj, f.sigRule(1))
 			if !errors.Is(err, verify.ErrUnreachable) {
 				t.Errorf("err = %v, want ErrUnreachable", err)
+			}
+			// No retries: they would outlast the create's budget.
+			if n := f.reg.Requests("/manifests/"); n > 1 {
+				t.Errorf("%d manifest requests, want at most 1", n)
 			}
 		})
 	}

@@ -28,6 +28,7 @@ const (
 )
 
 const usage = `usage:
+  imagegate run      [--config FILE]
   imagegate verify   [--policy-dir DIR] [--output text|json] IMAGE...
   imagegate policy check [--policy-dir DIR]
   imagegate version
@@ -46,6 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	switch args[0] {
+	case "run":
+		return runDaemon(ctx, args[1:], stderr)
 	case "verify":
 		return runVerify(ctx, args[1:], stdout, stderr)
 	case "policy":
