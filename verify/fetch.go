@@ -31,6 +31,9 @@ const (
 	maxSignatureSize = 1 << 20
 	// maxAttestationSize bounds a DSSE envelope (scan reports can be large).
 	maxAttestationSize = 32 << 20
+	// maxManifestSize bounds a manifest, index or token response: cosign's
+	// are a few KiB, and go-containerregistry alone would read 100 MiB.
+	maxManifestSize = 4 << 20
 	// fetchParallelism bounds concurrent blob fetches for one image.
 	fetchParallelism = 8
 )
@@ -188,6 +191,9 @@ func fetchTagLayers(repo name.Repository, digest v1.Hash, suffix string, maxSize
 	if isNotFound(err) {
 		return nil, nil
 	}
+	if errors.Is(err, errTooLarge) {
+		return []layerBlob{{err: fmt.Errorf("%s: %w", tag.TagStr(), err)}}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +239,7 @@ func fetchTagLayers(repo name.Repository, digest v1.Hash, suffix string, maxSize
 	return blobs, nil
 }
 
-var errTooLarge = errors.New("larger than its manifest says")
+var errTooLarge = errors.New("response larger than imagegate reads")
 
 func readLayer(ref name.Digest, size int64, opts []remote.Option) ([]byte, error) {
 	l, err := remote.Layer(ref, opts...)
@@ -252,7 +258,7 @@ func readLayer(ref name.Digest, size int64, opts []remote.Option) ([]byte, error
 		return nil, err
 	}
 	if int64(len(data)) > size {
-		return nil, fmt.Errorf("blob %s: %w", ref.DigestStr(), errTooLarge)
+		return nil, fmt.Errorf("blob %s is larger than its manifest says: %w", ref.DigestStr(), errTooLarge)
 	}
 	return data, nil
 }
@@ -279,4 +285,57 @@ func isNotFound(err error) bool {
 func registryHost(repo name.Repository) string {
 	host, _, _ := strings.Cut(policy.RepositoryName(repo), "/")
 	return host
+}
+
+// boundedTransport caps every response body, so that no registry answer,
+// whatever its headers claim, costs more memory than imagegate would use
+// of it.
+type boundedTransport struct{ rt http.RoundTripper }
+
+// maxRedirects bounds a redirect chain. go-containerregistry installs its
+// own redirect check, which drops net/http's limit of 10: a registry
+// redirecting to itself would otherwise hold a create until its deadline.
+const maxRedirects = 10
+
+func (b boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	hops := 0
+	for r := req.Response; r != nil && r.Request != nil; r = r.Request.Response {
+		if hops++; hops > maxRedirects {
+			return nil, fmt.Errorf("stopped after %d redirects", maxRedirects)
+		}
+	}
+	resp, err := b.rt.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	limit := int64(maxManifestSize)
+	if strings.Contains(req.URL.Path, "/blobs/") {
+		limit = maxAttestationSize
+	}
+	resp.Body = &boundedBody{ReadCloser: resp.Body, left: limit, limit: limit}
+	return resp, nil
+}
+
+type boundedBody struct {
+	io.ReadCloser
+	left, limit int64
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte past the limit tells a body of exactly limit bytes
+		// from a larger one.
+		var one [1]byte
+		n, err := b.ReadCloser.Read(one[:])
+		if n > 0 {
+			return 0, fmt.Errorf("more than %d bytes: %w", b.limit, errTooLarge)
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
 }

@@ -44,6 +44,7 @@ func New(pol *policy.Policy, opts ...Option) *Verifier {
 	for _, o := range opts {
 		o(v)
 	}
+	v.transport = boundedTransport{v.transport}
 	return v
 }
 

@@ -31,6 +31,7 @@ const usage = `usage:
   imagegate run      [--config FILE]
   imagegate verify   [--policy-dir DIR] [--output text|json] IMAGE...
   imagegate policy check [--policy-dir DIR]
+  imagegate doctor   [--config FILE]
   imagegate version
 `
 
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitError
 		}
 		return runPolicyCheck(args[2:], stdout, stderr)
+	case "doctor":
+		return runDoctor(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "imagegate %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
