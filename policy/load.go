@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"gopkg.in/yaml.v3"
 )
@@ -184,8 +185,14 @@ func (f *file) resolve(p string) string {
 	return filepath.Join(filepath.Dir(f.path), p)
 }
 
-// openRegular opens path when it is a regular file. Anything else is
-// refused before it is opened: opening a FIFO would hang a reload.
+// strictOwnership is set when imagegate runs as root: then the files that
+// decide what runs on the node must be root's and writable by root only,
+// or anyone who can write one of them decides instead.
+var strictOwnership = os.Geteuid() == 0
+
+// openRegular opens path when it is a regular file that only root can
+// change (when running as root). Anything else is refused before it is
+// opened: opening a FIFO would hang a reload.
 func openRegular(path string) (*os.File, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -194,7 +201,23 @@ func openRegular(path string) (*os.File, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: errors.New("not a regular file")}
 	}
+	if err := checkOwnership(fi); err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
 	return os.Open(path)
+}
+
+func checkOwnership(fi fs.FileInfo) error {
+	if !strictOwnership {
+		return nil
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("writable by group or others (mode %04o): refused; chmod go-w it", perm)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+		return fmt.Errorf("owned by uid %d, not root: refused; chown root it", st.Uid)
+	}
+	return nil
 }
 
 // readRegular reads a regular file of at most limit bytes.
