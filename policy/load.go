@@ -82,7 +82,10 @@ type loader struct {
 	signerAt map[string]string // every signer name defined, valid or not, by FILE:LINE
 	// keyOwner maps a key's DER to the signer holding it: one key under
 	// two names would count twice toward a threshold.
-	keyOwner    map[string]*Signer
+	keyOwner map[string]*Signer
+	// keyless holds the keyless signers defined so far: two whose
+	// identities could match one certificate would count it twice.
+	keyless     []*Signer
 	registryAt  map[string]string
 	ruleAt      map[string]string
 	unmatchedAt string

@@ -35,7 +35,7 @@ func (f *file) signer(n *yaml.Node) {
 		f.signerAt[nm] = f.source(n)
 	}
 	if k := m["keyless"]; k != nil {
-		f.problem(k, ctx, "keyless signers are not supported by this version; give key or keyData")
+		f.keylessSigner(ctx, nm, n, m)
 		return
 	}
 	for _, field := range []string{"trustedRoot", "tlog"} {

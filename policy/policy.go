@@ -5,7 +5,10 @@ package policy
 
 import (
 	"crypto"
+	"regexp"
 	"time"
+
+	"github.com/sigstore/sigstore-go/pkg/root"
 )
 
 // Mode says what a failing rule does to an image.
@@ -37,13 +40,45 @@ type Policy struct {
 	Generation string
 }
 
-// Signer is a trusted identity whose signatures count.
+// Signer is a trusted identity whose signatures count: a key, or a
+// keyless identity.
 type Signer struct {
 	Name string
-	// Key is the signer's public key (ECDSA, RSA or Ed25519).
+	// Key is the signer's public key (ECDSA, RSA or Ed25519); nil for a
+	// keyless signer.
 	Key crypto.PublicKey
+	// Keyless is set for a signer known by the identity in its Fulcio
+	// certificate rather than by a key.
+	Keyless *Keyless
 	// Source is where the signer was defined, as FILE:LINE.
 	Source string
+}
+
+// Keyless is a CI or user identity as Fulcio certifies it, and the
+// offline trust material its bundles are checked against.
+type Keyless struct {
+	// Issuer is the OIDC issuer the certificate must name, exactly.
+	Issuer string
+	// Subject is the exact certificate identity (its SAN), or empty
+	// when SubjectRegExp matches it instead.
+	Subject       string
+	SubjectRegExp *regexp.Regexp
+	// TrustedRoot holds the Fulcio CAs, CT logs and Rekor logs, read from
+	// TrustedRootPath when the policy loaded; nothing is fetched later.
+	TrustedRoot     *root.TrustedRoot
+	TrustedRootPath string
+	// TLog requires a Rekor inclusion proof in the bundle ("tlog:
+	// require"); without it an RFC 3161 timestamp must date the
+	// signature instead.
+	TLog bool
+}
+
+// WantedSubject says which certificate identities the signer accepts.
+func (k *Keyless) WantedSubject() string {
+	if k.SubjectRegExp != nil {
+		return k.SubjectRegExp.String()
+	}
+	return k.Subject
 }
 
 // Registry holds how to reach one registry host.

@@ -62,6 +62,9 @@ type attCandidate struct {
 type evidence struct {
 	sigs []sigCandidate
 	atts []attCandidate
+	// bundles hold signatures and attestations alike: which one a bundle
+	// is shows only once it is verified.
+	bundles []bundleCandidate
 }
 
 // remoteOptions returns how to reach repo's registry under the policy:
@@ -126,7 +129,8 @@ func authFromFile(path, host string) (authn.Authenticator, error) {
 }
 
 // fetch collects the signatures (when wantSigs) and attestations (when
-// wantAtts) of subj in one pass, the tags fetched side by side.
+// wantAtts) of subj in one pass, the tags and the referrers fetched side
+// by side.
 func (v *Verifier) fetch(ctx context.Context, subj Subject, wantSigs, wantAtts bool) (evidence, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.timeout)
 	defer cancel()
@@ -135,10 +139,15 @@ func (v *Verifier) fetch(ctx context.Context, subj Subject, wantSigs, wantAtts b
 		return evidence{}, err
 	}
 	var (
-		ev             evidence
-		sigErr, attErr error
-		wg             sync.WaitGroup
+		ev                        evidence
+		sigErr, attErr, bundleErr error
+		wg                        sync.WaitGroup
 	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ev.bundles, bundleErr = v.fetchReferrers(repo, subj.Digest, opts)
+	}()
 	if wantSigs {
 		wg.Add(1)
 		go func() {
@@ -167,7 +176,7 @@ func (v *Verifier) fetch(ctx context.Context, subj Subject, wantSigs, wantAtts b
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(sigErr, attErr); err != nil {
+	if err := errors.Join(sigErr, attErr, bundleErr); err != nil {
 		return evidence{}, fmt.Errorf("%w: %s: %w", ErrUnreachable, repo.RegistryStr(), err)
 	}
 	return ev, nil

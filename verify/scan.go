@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -42,12 +43,59 @@ type scan struct {
 	err error
 }
 
-// collectScans verifies every attestation candidate against the
-// attestors and keeps the vulnerability scans about digest. rejected
-// says, per candidate that did not count, why.
-func collectScans(ctx context.Context, cands []attCandidate, attestors []*policy.Signer, digest v1.Hash) (scans []scan, rejected []string) {
+// attested is a DSSE payload whose signature verified, by attestor,
+// from either format.
+type attested struct {
+	attestor    string
+	payloadType string
+	payload     []byte
+}
+
+// collectScans verifies every cosign v2 attestation candidate against the
+// attestors, adds the bundles they verified, and keeps the vulnerability
+// scans about digest. rejected says, per candidate that did not count,
+// why.
+func collectScans(ctx context.Context, cands []attCandidate, bundles []bundleResult, attestors []*policy.Signer, digest v1.Hash) (scans []scan, rejected []string) {
+	atts, rejected := verifyEnvelopes(ctx, cands, attestors)
+	for _, b := range bundles {
+		isScan := b.statement != nil && isScanPredicate(b.statement.PredicateType)
+		switch {
+		case b.err != nil:
+			rejected = append(rejected, b.err.Error())
+		case b.payload == nil:
+			// A message signature is an image signature, not a scan.
+		case slices.Contains(attestors, b.signer):
+			atts = append(atts, attested{attestor: b.signer.Name, payloadType: b.payloadType, payload: b.payload})
+		case !isScan:
+		case len(b.problems) > 0:
+			for _, a := range attestors {
+				if p, ok := b.problems[a]; ok {
+					rejected = append(rejected, fmt.Sprintf("a scan bundle that does not count for %s: %s", a.Name, p))
+				}
+			}
+		default:
+			rejected = append(rejected, "a scan bundle not signed by an attestor of the rule")
+		}
+	}
+	for _, a := range atts {
+		if sc, ok, why := scanOf(a, digest); ok {
+			scans = append(scans, sc)
+		} else if why != "" {
+			rejected = append(rejected, why)
+		}
+	}
+	return scans, rejected
+}
+
+// verifyEnvelopes verifies cosign v2 DSSE envelopes against the
+// attestors' keys.
+func verifyEnvelopes(ctx context.Context, cands []attCandidate, attestors []*policy.Signer) (atts []attested, rejected []string) {
 	verifiers := make([]*dsse.EnvelopeVerifier, len(attestors))
 	for i, a := range attestors {
+		if a.Keyless != nil {
+			// Keyless attestations are read from bundles only.
+			continue
+		}
 		sv, err := loadVerifier(a)
 		if err != nil {
 			rejected = append(rejected, err.Error())
@@ -84,32 +132,38 @@ func collectScans(ctx context.Context, cands []attCandidate, attestors []*policy
 			rejected = append(rejected, "an attestation signed by a key that is not an attestor of the rule")
 			continue
 		}
-		if env.PayloadType != ctypes.IntotoPayloadType {
-			rejected = append(rejected, fmt.Sprintf("an attestation by %s with payload type %q", attestor, env.PayloadType))
-			continue
-		}
 		payload, err := env.DecodeB64Payload()
 		if err != nil {
 			rejected = append(rejected, fmt.Sprintf("an attestation by %s with an undecodable payload", attestor))
 			continue
 		}
-		var st statement
-		if err := json.Unmarshal(payload, &st); err != nil {
-			rejected = append(rejected, fmt.Sprintf("an attestation by %s that is not an in-toto statement", attestor))
-			continue
-		}
-		if st.PredicateType != attestation.CosignVulnProvenanceV01 && st.PredicateType != predicateInTotoVulns {
-			// Provenance, SBOMs and the like are not scans; they are
-			// neither counted nor reported.
-			continue
-		}
-		if !aboutDigest(st, digest) {
-			rejected = append(rejected, fmt.Sprintf("a scan by %s about another image", attestor))
-			continue
-		}
-		scans = append(scans, readScan(attestor, st))
+		atts = append(atts, attested{attestor: attestor, payloadType: env.PayloadType, payload: payload})
 	}
-	return scans, rejected
+	return atts, rejected
+}
+
+func isScanPredicate(t string) bool {
+	return t == attestation.CosignVulnProvenanceV01 || t == predicateInTotoVulns
+}
+
+// scanOf reads a verified attestation as a scan of digest. It says why
+// not when the attestation should have been one; attestations of other
+// predicates (provenance, SBOMs) are neither counted nor reported.
+func scanOf(a attested, digest v1.Hash) (sc scan, ok bool, why string) {
+	if a.payloadType != ctypes.IntotoPayloadType {
+		return scan{}, false, fmt.Sprintf("an attestation by %s with payload type %q", a.attestor, a.payloadType)
+	}
+	var st statement
+	if err := json.Unmarshal(a.payload, &st); err != nil {
+		return scan{}, false, fmt.Sprintf("an attestation by %s that is not an in-toto statement", a.attestor)
+	}
+	if !isScanPredicate(st.PredicateType) {
+		return scan{}, false, ""
+	}
+	if !aboutDigest(st, digest) {
+		return scan{}, false, fmt.Sprintf("a scan by %s about another image", a.attestor)
+	}
+	return readScan(a.attestor, st), true, ""
 }
 
 func aboutDigest(st statement, digest v1.Hash) bool {

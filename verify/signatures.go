@@ -35,15 +35,20 @@ func loadVerifier(s *policy.Signer) (signature.Verifier, error) {
 	return v, nil
 }
 
-// checkSignatures verifies every candidate against every signer of the
-// rule, locally, and reports per signer whether a signature over digest
-// verified. unknown counts the candidates no signer of the rule made.
-func checkSignatures(cands []sigCandidate, signers []*policy.Signer, digest v1.Hash) (results []signerResult, unknown int, unreadable []string) {
+// checkSignatures verifies every cosign v2 candidate against every signer
+// of the rule, locally, adds the verified bundles, and reports per signer
+// whether an image signature over digest verified, in either format.
+// unknown counts the signatures no signer of the rule made.
+func checkSignatures(cands []sigCandidate, bundles []bundleResult, signers []*policy.Signer, digest v1.Hash) (results []signerResult, unknown int, unreadable []string) {
 	results = make([]signerResult, len(signers))
 	verifiers := make([]signature.Verifier, len(signers))
 	for i, s := range signers {
 		results[i].signer = s
 		results[i].problem = "no signature"
+		if s.Keyless != nil {
+			// Keyless signatures are read from bundles only.
+			continue
+		}
 		v, err := loadVerifier(s)
 		if err != nil {
 			results[i].problem = err.Error()
@@ -80,6 +85,40 @@ func checkSignatures(cands []sigCandidate, signers []*policy.Signer, digest v1.H
 		}
 		if !matched {
 			unknown++
+		}
+	}
+	for _, b := range bundles {
+		if b.err != nil {
+			unreadable = append(unreadable, b.err.Error())
+			continue
+		}
+		i := slices.Index(signers, b.signer)
+		if i < 0 {
+			for j, s := range signers {
+				// A keyless image signature from the wrong identity
+				// outranks "no signature"; another bundle from it only
+				// tells where to look.
+				p, ok := b.problems[s]
+				if ok && results[j].mechanism == "" && (b.isImageSignature() || results[j].problem == "no signature") {
+					results[j].problem = p
+				}
+			}
+			if b.isImageSignature() && len(b.problems) == 0 {
+				unknown++
+			}
+			continue
+		}
+		switch r := &results[i]; {
+		case r.mechanism != "":
+		case b.signs(digest):
+			r.mechanism, r.problem = b.mechanism, ""
+		case b.isImageSignature():
+			r.problem = "bundle signature over another digest " + b.signedOver()
+		case r.problem == "no signature":
+			r.problem = "only an attestation bundle, which is not an image signature"
+			if b.statement != nil {
+				r.problem = fmt.Sprintf("only an attestation bundle (%s), which is not an image signature", b.statement.PredicateType)
+			}
 		}
 	}
 	return results, unknown, unreadable
@@ -155,4 +194,15 @@ func signerNames(ss []*policy.Signer) []string {
 		names[i] = s.Name
 	}
 	return names
+}
+
+// evidenceOf lists where each verified signer's signature was found.
+func evidenceOf(results []signerResult) []Evidence {
+	var ev []Evidence
+	for _, r := range results {
+		if r.mechanism != "" {
+			ev = append(ev, Evidence{Signer: r.signer.Name, Mechanism: r.mechanism})
+		}
+	}
+	return ev
 }

@@ -31,6 +31,9 @@ type Verdict struct {
 	Allowed bool `json:"allowed"`
 	// Signers lists the distinct signer names whose signature verified.
 	Signers []string `json:"signers"`
+	// Evidence says, per signer in Signers, where the signature that
+	// satisfied it was found.
+	Evidence []Evidence `json:"evidence"`
 	// Reasons says why the image failed its rule; empty when it passed.
 	// Under warn and audit an image that failed is allowed and Reasons
 	// holds what would have denied it.
@@ -56,4 +59,15 @@ type ScanStatus struct {
 	// Blocking lists the vulnerabilities that block: above the rule's
 	// maxSeverity and not ignored.
 	Blocking []string `json:"blocking"`
+}
+
+// Evidence is the signature that satisfied one signer.
+type Evidence struct {
+	Signer string `json:"signer"`
+	// Mechanism is where the signature was found and in which format:
+	// "cosign-v2-tag" (simple signing under the sha256-<hex>.sig tag),
+	// "bundle-referrer" (a sigstore bundle found through the referrers
+	// API) or "bundle-referrer-tag" (the same through the referrers tag
+	// schema).
+	Mechanism string `json:"mechanism"`
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -107,11 +108,12 @@ func (v *Verifier) Decide(ctx context.Context, subj Subject) (Verdict, error) {
 // checks it locally against every signer and attestor of the rule.
 func (v *Verifier) Verify(ctx context.Context, subj Subject, rule *policy.Rule) (Verdict, error) {
 	vd := Verdict{
-		Image:   subj.Image,
-		Digest:  subj.Digest.String(),
-		Mode:    policy.ModeEnforce,
-		Signers: []string{},
-		Reasons: []string{},
+		Image:    subj.Image,
+		Digest:   subj.Digest.String(),
+		Mode:     policy.ModeEnforce,
+		Signers:  []string{},
+		Evidence: []Evidence{},
+		Reasons:  []string{},
 	}
 	if rule == nil {
 		if v.pol.Unmatched == "allow" {
@@ -131,14 +133,16 @@ func (v *Verifier) Verify(ctx context.Context, subj Subject, rule *policy.Rule) 
 	if err != nil {
 		return Verdict{}, err
 	}
+	bundles, setupErrs := verifyBundles(ev.bundles, ruleSigners(rule))
 	if rule.Signatures != nil {
-		results, unknown, unreadable := checkSignatures(ev.sigs, rule.Signatures.Signers, subj.Digest)
-		verified, reasons := signatureReasons(rule.Signatures, results, unknown, unreadable)
+		results, unknown, unreadable := checkSignatures(ev.sigs, bundles, rule.Signatures.Signers, subj.Digest)
+		verified, reasons := signatureReasons(rule.Signatures, results, unknown, append(setupErrs, unreadable...))
 		vd.Signers = append(vd.Signers, verified...)
+		vd.Evidence = append(vd.Evidence, evidenceOf(results)...)
 		vd.Reasons = append(vd.Reasons, reasons...)
 	}
 	if rule.Scan != nil {
-		scans, rejected := collectScans(ctx, ev.atts, rule.Scan.Attestors, subj.Digest)
+		scans, rejected := collectScans(ctx, ev.atts, bundles, rule.Scan.Attestors, subj.Digest)
 		d := decideScan(rule.Scan, scans, rejected, v.now())
 		vd.Scan = d.status
 		vd.Reasons = append(vd.Reasons, d.reasons...)
@@ -146,4 +150,21 @@ func (v *Verifier) Verify(ctx context.Context, subj Subject, rule *policy.Rule) 
 	}
 	vd.Allowed = rule.Mode != policy.ModeEnforce || len(vd.Reasons) == 0
 	return vd, nil
+}
+
+// ruleSigners lists every signer and attestor of rule once: each bundle is
+// verified against them all in one pass.
+func ruleSigners(rule *policy.Rule) []*policy.Signer {
+	var all []*policy.Signer
+	if rule.Signatures != nil {
+		all = append(all, rule.Signatures.Signers...)
+	}
+	if rule.Scan != nil {
+		for _, a := range rule.Scan.Attestors {
+			if !slices.Contains(all, a) {
+				all = append(all, a)
+			}
+		}
+	}
+	return all
 }

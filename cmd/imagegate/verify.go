@@ -80,11 +80,12 @@ func decide(ctx context.Context, v *verify.Verifier, image string) (verify.Verdi
 
 func deny(image, digest string, err error) verify.Verdict {
 	return verify.Verdict{
-		Image:   image,
-		Digest:  digest,
-		Mode:    policy.ModeEnforce,
-		Signers: []string{},
-		Reasons: []string{err.Error()},
+		Image:    image,
+		Digest:   digest,
+		Mode:     policy.ModeEnforce,
+		Signers:  []string{},
+		Evidence: []verify.Evidence{},
+		Reasons:  []string{err.Error()},
 	}
 }
 
@@ -105,8 +106,14 @@ func textLine(vd verify.Verdict) string {
 	if vd.Rule != "" {
 		fmt.Fprintf(&b, " rule=%s", vd.Rule)
 	}
-	if len(vd.Signers) > 0 {
-		fmt.Fprintf(&b, " signers=%s", strings.Join(vd.Signers, ","))
+	if len(vd.Evidence) > 0 {
+		// signers=ci(cosign-v2-tag),release-ci(bundle-referrer): who
+		// signed, and where their signature was found.
+		parts := make([]string, len(vd.Evidence))
+		for i, e := range vd.Evidence {
+			parts[i] = fmt.Sprintf("%s(%s)", e.Signer, e.Mechanism)
+		}
+		fmt.Fprintf(&b, " signers=%s", strings.Join(parts, ","))
 	}
 	if vd.Scan != nil {
 		fmt.Fprintf(&b, " scan=%s@%s max=%s", vd.Scan.Attestor, vd.Scan.Finished.UTC().Format("2006-01-02T15:04:05Z"), vd.Scan.MaxSeverity)

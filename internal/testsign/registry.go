@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -29,24 +30,36 @@ type Registry struct {
 	mu       sync.Mutex
 	requests map[string]int
 	down     bool
+	delay    time.Duration
 }
 
 // StartRegistry serves a registry on a free loopback port until Close.
 func StartRegistry() (*Registry, error) { return StartRegistryOn("127.0.0.1:0") }
 
-// StartRegistryOn serves a registry on addr until Close.
+// StartRegistryOn serves a registry on addr until Close. It has no
+// referrers API: clients use the referrers tag schema.
 func StartRegistryOn(addr string) (*Registry, error) {
+	return serveRegistry(addr, registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+}
+
+func serveRegistry(addr string, h http.Handler) (*Registry, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	r := &Registry{Host: ln.Addr().String(), ln: ln, requests: map[string]int{}}
-	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	r.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		r.requests[req.Method+" "+req.URL.Path]++
-		down := r.down
+		down, delay := r.down, r.delay
 		r.mu.Unlock()
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-req.Context().Done():
+				return
+			}
+		}
 		if down {
 			http.Error(w, "registry is down", http.StatusServiceUnavailable)
 			return
@@ -86,6 +99,14 @@ func (r *Registry) SetDown(down bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.down = down
+}
+
+// SetDelay makes every request wait d before it is answered: a slow
+// registry. Zero answers at once.
+func (r *Registry) SetDelay(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.delay = d
 }
 
 // Ref parses REPO:TAG or REPO@DIGEST in this registry.

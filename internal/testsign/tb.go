@@ -78,3 +78,32 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// NewReferrersRegistry starts a registry with the referrers API that
+// stops with the test.
+func NewReferrersRegistry(t testing.TB) *Registry {
+	t.Helper()
+	r, err := StartReferrersRegistry()
+	must(t, err)
+	t.Cleanup(r.Close)
+	return r
+}
+
+// SignV3 signs d with k as cosign v3 does: a bundle attached as a
+// referrer.
+func SignV3(t testing.TB, k *Key, d name.Digest) {
+	t.Helper()
+	must(t, k.SignImageV3(d))
+}
+
+// SignV3As attaches to d k's v3 signature of claimed.
+func SignV3As(t testing.TB, k *Key, d, claimed name.Digest) {
+	t.Helper()
+	must(t, k.SignImageV3As(d, claimed))
+}
+
+// AttestVulnV3 attests a scan of d with k as cosign v3 does.
+func AttestVulnV3(t testing.TB, k *Key, d name.Digest, report []byte, finished time.Time) {
+	t.Helper()
+	must(t, k.AttestVulnV3(d, report, finished))
+}

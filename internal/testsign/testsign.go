@@ -103,6 +103,25 @@ func (k *Key) AttestVuln(d name.Digest, report []byte, finished time.Time) error
 
 // AttestVulnAs makes the scan attestation about claimed but stores it on d.
 func (k *Key) AttestVulnAs(d, claimed name.Digest, report []byte, finished time.Time) error {
+	pred, err := vulnPredicate(report, finished)
+	if err != nil {
+		return err
+	}
+	stmt, err := attestation.GenerateStatement(attestation.GenerateOpts{
+		Predicate: bytes.NewReader(pred),
+		Type:      "vuln",
+		Digest:    claimed.DigestStr()[len("sha256:"):],
+		Repo:      claimed.Repository.String(),
+	})
+	if err != nil {
+		return err
+	}
+	return k.Attest(d, attestation.CosignVulnProvenanceV01, stmt)
+}
+
+// vulnPredicate is the predicate `cosign attest --type vuln` writes for a
+// scanner's JSON report.
+func vulnPredicate(report []byte, finished time.Time) ([]byte, error) {
 	pred := map[string]any{
 		"invocation": map[string]any{"uri": "", "event_id": "", "builder.id": ""},
 		"scanner": map[string]any{
@@ -116,20 +135,7 @@ func (k *Key) AttestVulnAs(d, claimed name.Digest, report []byte, finished time.
 			"scanFinishedOn": finished.UTC().Format(time.RFC3339),
 		},
 	}
-	raw, err := json.Marshal(pred)
-	if err != nil {
-		return err
-	}
-	stmt, err := attestation.GenerateStatement(attestation.GenerateOpts{
-		Predicate: bytes.NewReader(raw),
-		Type:      "vuln",
-		Digest:    claimed.DigestStr()[len("sha256:"):],
-		Repo:      claimed.Repository.String(),
-	})
-	if err != nil {
-		return err
-	}
-	return k.Attest(d, attestation.CosignVulnProvenanceV01, stmt)
+	return json.Marshal(pred)
 }
 
 // Attest signs the in-toto statement stmt in a DSSE envelope and stores it
