@@ -29,6 +29,10 @@ type Config struct {
 	Cache      cache.Config
 	// RegistryTimeout bounds the evidence fetch of one verification.
 	RegistryTimeout time.Duration
+	// StateDir holds the evidence store ("" disables it): what verified,
+	// kept so an image verified before can be verified again while its
+	// registry is unreachable, after a restart.
+	StateDir string
 	// LogLevel is a zap level name.
 	LogLevel string
 	// MetricsListen is the address of the Prometheus endpoint; "" disables it.
@@ -71,6 +75,7 @@ func DefaultConfig() Config {
 		Guard:           GuardConfig{Socket: "/run/imagegate/guard.sock", Runc: "runc"},
 		Cache:           cache.DefaultConfig(),
 		RegistryTimeout: 1500 * time.Millisecond,
+		StateDir:        "/var/lib/imagegate",
 		LogLevel:        "info",
 		MetricsListen:   "127.0.0.1:9847",
 	}
@@ -133,6 +138,7 @@ func LoadConfig(path string) (Config, error) {
 			})
 		},
 		"registryTimeout": p.duration(&cfg.RegistryTimeout, false),
+		"stateDir":        p.str(&cfg.StateDir),
 		"log": func(n *yaml.Node) {
 			p.mapping(n, "log.", map[string]func(*yaml.Node){
 				"level": p.logLevel(&cfg.LogLevel),

@@ -35,6 +35,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		Docker:          DockerConfig{Address: "unix:///run/docker.sock", AuthzPlugin: "imagegate"},
 		Guard:           GuardConfig{Socket: "/run/imagegate/guard.sock", Runc: "runc"},
 		RegistryTimeout: 1500 * time.Millisecond,
+		StateDir:        "/var/lib/imagegate",
 		LogLevel:        "info",
 		MetricsListen:   "127.0.0.1:9847",
 	}
@@ -65,6 +66,7 @@ cache:
   negativeTTL: 0s
   staleGrace: 2h
 registryTimeout: 800ms
+stateDir: ""
 log:
   level: debug
 metrics:

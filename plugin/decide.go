@@ -60,7 +60,7 @@ func (p *Plugin) swap(pol *policy.Policy) {
 	names, _ := lru.New[string, *named](namesPerPolicy)
 	st := &state{
 		pol:      pol,
-		verifier: verify.New(pol, verify.WithTimeout(p.cfg.RegistryTimeout), verify.WithClock(p.now)),
+		verifier: verify.New(pol, verify.WithTimeout(p.cfg.RegistryTimeout), verify.WithClock(p.now), verify.WithStore(p.store)),
 		counters: map[string]*[numVerdicts]prometheus.Counter{"": p.metrics.ruleCounters("")},
 		names:    names,
 	}
@@ -220,6 +220,11 @@ func (p *Plugin) decide(ctx context.Context, rec *record, ctr *api.Container, bu
 		return rec.fail(rec.denial(err.Error()))
 	}
 	rec.reasons = vd.Reasons
+	if vd.Stored {
+		// Rare, and worth telling apart in the audit trail: decided from
+		// evidence kept on the node while the registry was unreachable.
+		rec.outcome += ", from stored evidence"
+	}
 	switch {
 	case !vd.Allowed:
 		return rec.deny(rec.denial(strings.Join(vd.Reasons, "; ")))

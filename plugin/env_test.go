@@ -121,6 +121,11 @@ type env struct {
 
 type envOption func(*env, *[]Option)
 
+// withoutStore runs the plugin without an evidence store.
+func withoutStore() envOption {
+	return func(e *env, _ *[]Option) { e.cfg.StateDir = "" }
+}
+
 func withPluginOption(o Option) envOption {
 	return func(_ *env, opts *[]Option) { *opts = append(*opts, o) }
 }
@@ -156,6 +161,7 @@ func newEnv(t testing.TB, eopts ...envOption) *env {
 	e.cfg.NRI.Socket = e.sock
 	e.cfg.Containerd.Address = ""
 	e.cfg.MetricsListen = ""
+	e.cfg.StateDir = filepath.Join(dir, "state")
 	core, logs := observer.New(zapcore.DebugLevel)
 	e.logs, e.log = logs, zap.New(core)
 	opts := []Option{WithClock(e.clock.Now)}

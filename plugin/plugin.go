@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/imagegate/imagegate/cache"
+	"github.com/imagegate/imagegate/verify"
 )
 
 // pluginName is how the runtime lists the plugin (required_plugins).
@@ -52,6 +54,7 @@ type Plugin struct {
 	cfg     Config
 	log     *zap.Logger
 	cache   *cache.Cache
+	store   *verify.Store
 	metrics *metrics
 	now     func() time.Time
 
@@ -104,6 +107,14 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (*Plugin, error) {
 		return nil, err
 	}
 	p.cache = c
+	if cfg.StateDir != "" {
+		// Keep as many digests' evidence as verdicts: what the cache
+		// could answer from, the store can verify again offline.
+		p.store, err = verify.OpenStore(filepath.Join(cfg.StateDir, "evidence"), cfg.Cache.Size)
+		if err != nil {
+			return nil, err
+		}
+	}
 	p.metrics = newMetrics(c.Len)
 	p.setBudget(stub.DefaultRequestTimeout)
 

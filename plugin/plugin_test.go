@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/imagegate/imagegate/internal/testsign"
 )
@@ -236,7 +237,9 @@ func TestConcurrentDecisionsShareOneVerification(t *testing.T) {
 }
 
 func TestRegistryDown(t *testing.T) {
-	e := newEnv(t)
+	// Without a store, an expired allow is what remains while the
+	// registry is down: it is served within the grace, then denied.
+	e := newEnv(t, withoutStore())
 	d := e.push("shop/api:1", "ci", "staging")
 	never := e.push("shop/never:1", "ci", "staging")
 	ctr := container("api", e.image("shop/api:1"), d.DigestStr())
@@ -269,6 +272,32 @@ func TestRegistryDown(t *testing.T) {
 	}
 	if e.metric("imagegate_registry_errors_total") == 0 {
 		t.Error("registry errors not counted")
+	}
+}
+
+func TestRegistryDownAfterRestart(t *testing.T) {
+	e := newEnv(t)
+	d := e.push("shop/api:1", "ci", "staging")
+	never := e.push("shop/never:1", "ci", "staging")
+	ctr := container("api", e.image("shop/api:1"), d.DigestStr())
+	must(t, e.rt.create(ctr))
+
+	// A restart forgets every verdict; the registry is gone with it.
+	e.p.cache.Purge()
+	e.reg.Close()
+	if err := e.rt.create(ctr); err != nil {
+		t.Fatalf("an image verified before was not verified again from stored evidence: %v", err)
+	}
+	stored := e.logs.Filter(func(le observer.LoggedEntry) bool {
+		c, _ := le.ContextMap()["cache"].(string)
+		return strings.HasSuffix(c, ", from stored evidence")
+	})
+	if n := stored.Len(); n != 2 {
+		t.Errorf("%d decisions logged as made from stored evidence, want 2 (create and validate)", n)
+	}
+	err := e.rt.create(container("never", e.image("shop/never:1"), never.DigestStr()))
+	if err == nil || !strings.Contains(err.Error(), "registry unreachable") {
+		t.Errorf("never-verified digest with the registry down: %v, want registry unreachable", err)
 	}
 }
 

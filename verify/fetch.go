@@ -49,6 +49,8 @@ type sigCandidate struct {
 	// err is set when the candidate could not be read; it still shows up
 	// in the reasons so a broken signature is not silently dropped.
 	err error
+	// accepted is set once a signer of the rule counted it.
+	accepted bool
 }
 
 // attCandidate is a DSSE envelope found for the subject, not yet verified.
@@ -56,6 +58,8 @@ type attCandidate struct {
 	mechanism string
 	envelope  []byte
 	err       error
+	// accepted is set once an attestor of the rule signed it.
+	accepted bool
 }
 
 // evidence is everything found for one digest in one pass.

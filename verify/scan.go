@@ -108,7 +108,8 @@ func verifyEnvelopes(ctx context.Context, cands []attCandidate, attestors []*pol
 		}
 		verifiers[i] = ev
 	}
-	for _, c := range cands {
+	for ci := range cands {
+		c := &cands[ci]
 		if c.err != nil {
 			rejected = append(rejected, c.err.Error())
 			continue
@@ -132,6 +133,7 @@ func verifyEnvelopes(ctx context.Context, cands []attCandidate, attestors []*pol
 			rejected = append(rejected, "an attestation signed by a key that is not an attestor of the rule")
 			continue
 		}
+		c.accepted = true
 		payload, err := env.DecodeB64Payload()
 		if err != nil {
 			rejected = append(rejected, fmt.Sprintf("an attestation by %s with an undecodable payload", attestor))

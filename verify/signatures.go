@@ -56,7 +56,8 @@ func checkSignatures(cands []sigCandidate, bundles []bundleResult, signers []*po
 		}
 		verifiers[i] = v
 	}
-	for _, c := range cands {
+	for ci := range cands {
+		c := &cands[ci]
 		if c.err != nil {
 			unreadable = append(unreadable, c.err.Error())
 			continue
@@ -81,6 +82,7 @@ func checkSignatures(cands []sigCandidate, bundles []bundleResult, signers []*po
 			}
 			results[i].mechanism = c.mechanism
 			results[i].problem = ""
+			c.accepted = true
 			break
 		}
 		if !matched {

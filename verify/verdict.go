@@ -38,6 +38,9 @@ type Verdict struct {
 	// Under warn and audit an image that failed is allowed and Reasons
 	// holds what would have denied it.
 	Reasons []string `json:"reasons"`
+	// Stored is set when the evidence came from the evidence store, not
+	// the registry (offline, or the registry was unreachable).
+	Stored bool `json:"stored,omitempty"`
 	// Scan is the status of the newest valid scan, nil when the rule asks
 	// for none or none was found.
 	Scan *ScanStatus `json:"scan,omitempty"`

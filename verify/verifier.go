@@ -25,6 +25,8 @@ type Verifier struct {
 	timeout   time.Duration
 	transport http.RoundTripper
 	now       func() time.Time
+	store     *Store
+	offline   bool
 }
 
 // Option configures a Verifier.
@@ -35,6 +37,13 @@ func WithTimeout(d time.Duration) Option { return func(v *Verifier) { v.timeout 
 
 // WithTransport sets the HTTP transport for registry requests.
 func WithTransport(rt http.RoundTripper) Option { return func(v *Verifier) { v.transport = rt } }
+
+// WithStore keeps the evidence that counted in s, and verifies from it
+// when the registry is unreachable.
+func WithStore(s *Store) Option { return func(v *Verifier) { v.store = s } }
+
+// WithOffline verifies from the store only, asking no registry.
+func WithOffline() Option { return func(v *Verifier) { v.offline = true } }
 
 // WithClock sets the clock that scan ages and ignore dates are judged by.
 func WithClock(now func() time.Time) Option { return func(v *Verifier) { v.now = now } }
@@ -78,6 +87,9 @@ func (v *Verifier) Resolve(ctx context.Context, image string) (Subject, error) {
 	}
 	if d, ok := ref.(name.Digest); ok {
 		return NewSubject(image, d.DigestStr())
+	}
+	if v.offline {
+		return Subject{}, fmt.Errorf("image %q: offline, name the image by digest (IMAGE@sha256:…): a tag cannot be resolved without the registry", image)
 	}
 	ctx, cancel := context.WithTimeout(ctx, v.timeout)
 	defer cancel()
@@ -129,10 +141,11 @@ func (v *Verifier) Verify(ctx context.Context, subj Subject, rule *policy.Rule) 
 		vd.Allowed = true
 		return vd, nil
 	}
-	ev, err := v.fetch(ctx, subj, rule.Signatures != nil, rule.Scan != nil)
+	ev, stored, err := v.evidence(ctx, subj, rule)
 	if err != nil {
 		return Verdict{}, err
 	}
+	vd.Stored = stored
 	bundles, setupErrs := verifyBundles(ev.bundles, ruleSigners(rule))
 	if rule.Signatures != nil {
 		results, unknown, unreadable := checkSignatures(ev.sigs, bundles, rule.Signatures.Signers, subj.Digest)
@@ -149,7 +162,36 @@ func (v *Verifier) Verify(ctx context.Context, subj Subject, rule *policy.Rule) 
 		vd.Expires = d.expires
 	}
 	vd.Allowed = rule.Mode != policy.ModeEnforce || len(vd.Reasons) == 0
+	if v.store != nil && !stored {
+		if acc := ev.accepted(bundles); !acc.empty() {
+			// The store only adds resilience: failing to write it loses
+			// an offline fallback, not a decision.
+			_ = v.store.save(subj.Digest, acc, v.now())
+		}
+	}
 	return vd, nil
+}
+
+// evidence fetches subj's evidence from its registry or, offline or when
+// the registry is unreachable, reads what the store kept; stored says
+// which.
+func (v *Verifier) evidence(ctx context.Context, subj Subject, rule *policy.Rule) (ev evidence, stored bool, err error) {
+	if v.offline {
+		if v.store == nil {
+			return evidence{}, false, errors.New("offline verification needs an evidence store")
+		}
+		ev, err := v.store.load(subj.Digest)
+		return ev, err == nil, err
+	}
+	ev, err = v.fetch(ctx, subj, rule.Signatures != nil, rule.Scan != nil)
+	if err == nil || v.store == nil || !errors.Is(err, ErrUnreachable) {
+		return ev, false, err
+	}
+	ev, lerr := v.store.load(subj.Digest)
+	if lerr != nil {
+		return evidence{}, false, err
+	}
+	return ev, true, nil
 }
 
 // ruleSigners lists every signer and attestor of rule once: each bundle is

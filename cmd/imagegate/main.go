@@ -18,6 +18,7 @@ var version = "dev"
 const (
 	defaultConfig    = "/etc/imagegate/imagegate.yaml"
 	defaultPolicyDir = "/etc/imagegate/policy.d"
+	defaultStateDir  = "/var/lib/imagegate"
 )
 
 // Exit statuses of DESIGN.md: 0 all allowed, 1 some denied, 2 error.
@@ -29,7 +30,7 @@ const (
 
 const usage = `usage:
   imagegate run      [--config FILE]
-  imagegate verify   [--policy-dir DIR] [--output text|json] IMAGE...
+  imagegate verify   [--policy-dir DIR] [--output text|json] [--offline [--state-dir DIR]] IMAGE...
   imagegate policy check [--policy-dir DIR]
   imagegate doctor   [--config FILE]
   imagegate version

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/imagegate/imagegate/internal/testsign"
+	"github.com/imagegate/imagegate/policy"
 	"github.com/imagegate/imagegate/verify"
 )
 
@@ -151,5 +152,48 @@ func TestPolicyCheck(t *testing.T) {
 		!strings.HasPrefix(lines[0], filepath.Join(bad, "10-a.yaml")+":3: ") ||
 		!strings.HasPrefix(lines[1], filepath.Join(bad, "20-b.yaml")+":4: ") {
 		t.Errorf("invalid policy: exit %d, want 1 and one FILE:LINE per problem:\n%s", code, stdout)
+	}
+}
+
+func TestVerifyOffline(t *testing.T) {
+	c := newCLI(t)
+	state := t.TempDir()
+	pol, err := policy.Load(c.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := verify.OpenStore(filepath.Join(state, "evidence"), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the daemon keeps when it verifies the image from its registry.
+	subj, err := verify.New(pol).Resolve(context.Background(), c.signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verify.New(pol, verify.WithStore(store)).Verify(context.Background(), subj, pol.RuleFor(subj.Repository)); err != nil {
+		t.Fatal(err)
+	}
+	c.reg.Close()
+	byDigest := subj.Repository.String() + "@" + subj.Digest.String()
+	unknown := subj.Repository.String() + "@sha256:" + strings.Repeat("0", 64)
+	tests := []struct {
+		name   string
+		image  string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"stored evidence allows", byDigest, 0, "evidence=stored", ""},
+		{"no stored evidence denies", unknown, 1, "no stored evidence for sha256:0000", ""},
+		{"a tag cannot be resolved offline", c.signed, 2, "", "name the image by digest"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI("verify", "--policy-dir", c.dir, "--offline", "--state-dir", state, tt.image)
+			if code != tt.code || !strings.Contains(stdout, tt.stdout) || !strings.Contains(stderr, tt.stderr) {
+				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, stdout, stderr)
+			}
+		})
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 
+	"github.com/imagegate/imagegate/plugin"
 	"github.com/imagegate/imagegate/policy"
 	"github.com/imagegate/imagegate/verify"
 )
@@ -18,6 +20,8 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.SetOutput(stderr)
 	dir := fs.String("policy-dir", defaultPolicyDir, "policy directory")
 	output := fs.String("output", "text", "output format: text or json")
+	offline := fs.Bool("offline", false, "verify from the node's evidence store only, asking no registry (IMAGE@DIGEST)")
+	stateDir := fs.String("state-dir", defaultStateDir, "the daemon's state directory, holding the evidence store (with --offline)")
 	if err := fs.Parse(args); err != nil {
 		return exitError
 	}
@@ -34,7 +38,16 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "imagegate verify: invalid policy:\n%v\n", err)
 		return exitError
 	}
-	v := verify.New(pol)
+	var opts []verify.Option
+	if *offline {
+		store, err := verify.OpenStore(filepath.Join(*stateDir, "evidence"), plugin.DefaultConfig().Cache.Size)
+		if err != nil {
+			fmt.Fprintf(stderr, "imagegate verify: %v\n", err)
+			return exitError
+		}
+		opts = append(opts, verify.WithStore(store), verify.WithOffline())
+	}
+	v := verify.New(pol, opts...)
 	code := exitOK
 	enc := json.NewEncoder(stdout)
 	for _, image := range fs.Args() {
@@ -117,6 +130,9 @@ func textLine(vd verify.Verdict) string {
 	}
 	if vd.Scan != nil {
 		fmt.Fprintf(&b, " scan=%s@%s max=%s", vd.Scan.Attestor, vd.Scan.Finished.UTC().Format("2006-01-02T15:04:05Z"), vd.Scan.MaxSeverity)
+	}
+	if vd.Stored {
+		b.WriteString(" evidence=stored")
 	}
 	if len(vd.Reasons) > 0 {
 		fmt.Fprintf(&b, ": %s", strings.Join(vd.Reasons, "; "))
