@@ -181,7 +181,7 @@ func (v *Verifier) fetch(ctx context.Context, subj Subject, wantSigs, wantAtts b
 	}
 	wg.Wait()
 	if err := errors.Join(sigErr, attErr, bundleErr); err != nil {
-		return evidence{}, fmt.Errorf("%w: %s: %w", ErrUnreachable, repo.RegistryStr(), err)
+		return evidence{}, unreachable(repo, err)
 	}
 	return ev, nil
 }
@@ -287,6 +287,16 @@ func isUnusable(err error) bool {
 	// go-containerregistry's verifying reader reports a digest or size
 	// mismatch only as text.
 	return errors.Is(err, errTooLarge) || strings.Contains(err.Error(), "error verifying")
+}
+
+// unreachable words a failed fetch from repo's registry; a refusal says
+// where credentials come from, never what they are.
+func unreachable(repo name.Repository, err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
+		return fmt.Errorf("%w: %s refused access (check its auth file in the policy's registries): %w", ErrUnreachable, repo.RegistryStr(), err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrUnreachable, repo.RegistryStr(), err)
 }
 
 func isNotFound(err error) bool {

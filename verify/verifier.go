@@ -102,7 +102,7 @@ func (v *Verifier) Resolve(ctx context.Context, image string) (Subject, error) {
 		return Subject{}, fmt.Errorf("image %q: %w", image, ErrTagNotFound)
 	}
 	if err != nil {
-		return Subject{}, fmt.Errorf("image %q: %w: %s: %w", image, ErrUnreachable, repo.RegistryStr(), err)
+		return Subject{}, fmt.Errorf("image %q: %w", image, unreachable(repo, err))
 	}
 	return Subject{Image: image, Repository: ref.Context(), Digest: desc.Digest}, nil
 }
