@@ -116,6 +116,14 @@ func TestHostileRegistryNeverAllows(t *testing.T) {
 			maxAlloc: 32 << 20,
 		},
 		{
+			name: "a manifest served as HTML with a forged signature does not count",
+			reg: &hostile{manifest: func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "text/html")
+				w.Write(sigManifest(sigLayer(payload, int64(len(payload)))))
+			}, blob: func(w http.ResponseWriter, _ *http.Request) { w.Write(payload) }},
+			reason: "1 signature(s) by keys the rule does not trust",
+		},
+		{
 			name:   "a manifest that is not JSON does not count",
 			reg:    &hostile{manifest: serveManifest([]byte("<html>hello</html>"))},
 			reason: "is not an image manifest",
