@@ -55,3 +55,57 @@ func BenchmarkVerifyCold(b *testing.B) {
 	slices.Sort(durations)
 	b.ReportMetric(float64(durations[len(durations)/2].Microseconds())/1000, "ms-median")
 }
+
+// BenchmarkVerifyColdBundles is a cold verification of an image signed
+// the cosign v3 way: bundles found through the referrers API of a
+// loopback registry, one keyless (certificate chain, SCT, Rekor inclusion
+// proof and checkpoint, identity) and two key signers, plus a vuln
+// attestation bundle, all checked offline.
+func BenchmarkVerifyColdBundles(b *testing.B) {
+	reg := testsign.NewReferrersRegistry(b)
+	pol := &policy.Policy{Signers: map[string]*policy.Signer{}, Registries: map[string]*policy.Registry{
+		reg.Host: {Host: reg.Host, Insecure: true},
+	}}
+	d := reg.Push(b, "shop/api:1.4")
+	signedAt := time.Now().Add(-time.Hour)
+	ss := testsign.NewSigstore(b, signedAt)
+	tr, err := ss.TrustedRoot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	signers := []*policy.Signer{{Name: "release-ci", Keyless: &policy.Keyless{
+		Issuer: ghIssuer, SubjectRegExp: releaseTags, TrustedRoot: tr, TLog: true,
+	}}}
+	testsign.SignKeylessV3(b, ss, d, testsign.Identity{Issuer: ghIssuer, Subject: releaseTag}, testsign.KeylessOptions{At: signedAt})
+	keys := map[string]*testsign.Key{}
+	for _, n := range []string{"scanner", "staging"} {
+		k := testsign.NewKey(b, n)
+		keys[n] = k
+		signers = append(signers, &policy.Signer{Name: n, Key: k.Public})
+		testsign.SignV3(b, k, d)
+	}
+	testsign.AttestVulnV3(b, keys["scanner"], d, report(b, "trivy-high.json"), time.Now().Add(-time.Hour))
+	rule := &policy.Rule{
+		Name: "prod", Mode: policy.ModeEnforce,
+		Signatures: &policy.Signatures{Threshold: 3, Signers: signers},
+		Scan:       &policy.Scan{Attestors: signers[1:2], MaxSeverity: policy.SeverityCritical, MaxAge: 168 * time.Hour},
+	}
+	v := verify.New(pol)
+	subj, err := verify.NewSubject(d.String(), d.DigestStr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	durations := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		start := time.Now()
+		vd, err := v.Verify(context.Background(), subj, rule)
+		durations = append(durations, time.Since(start))
+		if err != nil || !vd.Allowed || vd.Scan == nil {
+			b.Fatalf("verdict %+v, err %v", vd, err)
+		}
+	}
+	slices.Sort(durations)
+	b.ReportMetric(float64(durations[len(durations)/2].Microseconds())/1000, "ms-median")
+}

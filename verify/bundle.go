@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -218,7 +219,8 @@ func verifyBundle(c bundleCandidate, verifiers []*bundleVerifier) bundleResult {
 func keylessProblem(err error, cert *x509.Certificate, k *policy.Keyless) string {
 	var mismatch *sgverify.ErrNoMatchingCertificateIdentity
 	if !errors.As(err, &mismatch) {
-		return fmt.Sprintf("keyless bundle did not verify: %v", err)
+		// sigstore-go formats a nil cause into its timestamp error.
+		return "keyless bundle did not verify: " + strings.TrimSuffix(err.Error(), "; error: %!w(<nil>)")
 	}
 	sum, serr := certificate.SummarizeCertificate(cert)
 	if serr != nil {
