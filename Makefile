@@ -7,8 +7,10 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 TOOLS     ?= $(HOME)/.cache/imagegate/tools
 STATICCHECK_VERSION := v0.8.2
 COSIGN_VERSION      := v2.6.5
+COSIGN3_VERSION     := v3.1.3
 STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)
 COSIGN      := $(TOOLS)/cosign-$(COSIGN_VERSION)
+COSIGN3     := $(TOOLS)/cosign-$(COSIGN3_VERSION)
 BENCHTIME ?= 2s
 
 export GOTOOLCHAIN := local
@@ -51,9 +53,9 @@ fuzz:
 	  done; done
 
 ## bench: the numbers of BENCHMARKS.md.
-bench: build $(COSIGN)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./verify/ ./cache/ ./plugin/
-	$(GO) run ./internal/cmd/cmpbench --imagegate bin/imagegate --cosign $(COSIGN)
+bench: build $(COSIGN) $(COSIGN3)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./verify/ ./cache/ ./plugin/ ./policy/
+	$(GO) run ./internal/cmd/cmpbench --imagegate bin/imagegate --cosign $(COSIGN) --cosign3 $(COSIGN3)
 
 ## demo: a local registry, three signers, sample images and their verdicts.
 demo: build

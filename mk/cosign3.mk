@@ -4,9 +4,6 @@
 # against a registry with the referrers API and one without
 # (verify.TestCosignV3Interop, skipped unless IMAGEGATE_COSIGN3 is set).
 
-COSIGN3_VERSION := v3.1.3
-COSIGN3         := $(TOOLS)/cosign-$(COSIGN3_VERSION)
-
 .PHONY: cosign3-test
 
 cosign3-test: $(COSIGN3)

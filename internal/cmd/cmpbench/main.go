@@ -22,17 +22,20 @@ import (
 func main() {
 	imagegate := flag.String("imagegate", "bin/imagegate", "the imagegate binary")
 	cosign := flag.String("cosign", "cosign", "the cosign v2 binary")
+	cosign3 := flag.String("cosign3", "", "the cosign v3 binary: also compare on an image signed with v3 bundles")
 	report := flag.String("report", "verify/testdata/reports/trivy-high.json", "scan report to attest")
 	rounds := flag.Int("rounds", 15, "rounds per comparison")
 	flag.Parse()
-	if err := run(*imagegate, *cosign, *report, *rounds); err != nil {
+	if err := run(*imagegate, *cosign, *cosign3, *report, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "cmpbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(imagegate, cosign, reportFile string, rounds int) error {
-	reg, err := testsign.StartRegistry()
+func run(imagegate, cosign, cosign3, reportFile string, rounds int) error {
+	// The referrers API lets cosign v3 find bundles as it does on real
+	// registries; cosign v2's tags are found the same with or without it.
+	reg, err := testsign.StartReferrersRegistry()
 	if err != nil {
 		return err
 	}
@@ -70,6 +73,18 @@ func run(imagegate, cosign, reportFile string, rounds int) error {
 		return err
 	}
 	image := d.String()
+	d3, err := reg.PushRandomImage("shop/api:1.5")
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := keys[n].SignImageV3(d3); err != nil {
+			return err
+		}
+	}
+	if err := keys["scanner"].AttestVulnV3(d3, rep, time.Now().Add(-time.Hour)); err != nil {
+		return err
+	}
 
 	sigsOnly, err := writePolicy(work, "sigs", reg.Host, "")
 	if err != nil {
@@ -80,33 +95,40 @@ func run(imagegate, cosign, reportFile string, rounds int) error {
 		return err
 	}
 
-	cosignVerify := func(n string) []string {
-		return []string{cosign, "verify", "--key", filepath.Join(work, n+".pub"),
-			"--insecure-ignore-tlog", "--allow-http-registry", "--allow-insecure-registry", image}
+	// What an operator runs: one verify per key, and one verify-attestation.
+	cosignCmds := func(bin, image string) (sigs [][]string, att []string) {
+		flags := []string{"--insecure-ignore-tlog", "--allow-http-registry", "--allow-insecure-registry", image}
+		for _, n := range names {
+			sigs = append(sigs, append([]string{bin, "verify", "--key", filepath.Join(work, n+".pub")}, flags...))
+		}
+		att = append([]string{bin, "verify-attestation", "--type", "vuln", "--key", filepath.Join(work, "scanner.pub")}, flags...)
+		return sigs, att
 	}
-	var sigCmds [][]string
-	for _, n := range names {
-		sigCmds = append(sigCmds, cosignVerify(n))
-	}
-	attCmd := []string{cosign, "verify-attestation", "--type", "vuln", "--key", filepath.Join(work, "scanner.pub"),
-		"--insecure-ignore-tlog", "--allow-http-registry", "--allow-insecure-registry", image}
+	sigCmds, attCmd := cosignCmds(cosign, image)
 
 	fmt.Printf("image %s: 3 signatures (ci, scanner, staging) and 1 vuln attestation (scanner); %d rounds each\n\n", image, rounds)
-	fmt.Printf("%-44s %12s %12s %8s\n", "check", "imagegate", "cosign", "ratio")
-	for _, c := range []struct {
+	fmt.Printf("%-48s %12s %12s %8s\n", "check", "imagegate", "cosign", "ratio")
+	type comparison struct {
 		what   string
 		policy string
+		image  string
 		cosign [][]string
-	}{
-		{"3 signers (3x cosign verify)", sigsOnly, sigCmds},
-		{"3 signers + scan (+ cosign verify-attestation)", withScan, append(slices.Clone(sigCmds), attCmd)},
-	} {
-		ig := [][]string{{imagegate, "verify", "--policy-dir", c.policy, image}}
+	}
+	comparisons := []comparison{
+		{"3 signers (3x cosign verify)", sigsOnly, image, sigCmds},
+		{"3 signers + scan (+ cosign verify-attestation)", withScan, image, append(slices.Clone(sigCmds), attCmd)},
+	}
+	if cosign3 != "" {
+		sigs3, att3 := cosignCmds(cosign3, d3.String())
+		comparisons = append(comparisons, comparison{"v3 bundles: 3 signers + scan (cosign v3)", withScan, d3.String(), append(sigs3, att3)})
+	}
+	for _, c := range comparisons {
+		ig := [][]string{{imagegate, "verify", "--policy-dir", c.policy, c.image}}
 		igT, coT, err := compare(ig, c.cosign, rounds, work)
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.what, err)
 		}
-		fmt.Printf("%-44s %10.1fms %10.1fms %7.1fx\n", c.what, ms(igT), ms(coT), float64(coT)/float64(igT))
+		fmt.Printf("%-48s %10.1fms %10.1fms %7.1fx\n", c.what, ms(igT), ms(coT), float64(coT)/float64(igT))
 	}
 	fmt.Println("\n(medians of wall time per round; a round runs all commands of a side in sequence)")
 	return nil
