@@ -12,32 +12,15 @@ import (
 	"time"
 
 	"github.com/imagegate/imagegate/cache"
+	"github.com/imagegate/imagegate/internal/testclock"
 	"github.com/imagegate/imagegate/verify"
 )
 
 var t0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 
-// clock is a settable clock for TTL tests.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func newCache(t *testing.T, cfg cache.Config) (*cache.Cache, *clock) {
+func newCache(t *testing.T, cfg cache.Config) (*cache.Cache, *testclock.Clock) {
 	t.Helper()
-	clk := &clock{now: t0}
+	clk := testclock.New(t0)
 	c, err := cache.New(cfg, cache.WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/imagegate/imagegate/internal/testclock"
 	"github.com/imagegate/imagegate/internal/testsign"
 )
 
@@ -103,7 +104,7 @@ type env struct {
 	dir       string
 	policyDir string
 	sock      string
-	clock     *clock
+	clock     *testclock.Clock
 	logs      *observer.ObservedLogs
 	cfg       Config
 	p         *Plugin
@@ -145,7 +146,7 @@ func newEnv(t testing.TB, eopts ...envOption) *env {
 		dir:       dir,
 		policyDir: filepath.Join(dir, "policy.d"),
 		sock:      filepath.Join(dir, "nri.sock"),
-		clock:     &clock{now: time.Now()},
+		clock:     testclock.New(time.Now()),
 		slow:      blackhole(t),
 	}
 	must(t, os.MkdirAll(filepath.Join(e.policyDir, "keys"), 0o755))
@@ -390,24 +391,6 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// clock is a settable clock for TTLs and scan ages.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 // blackhole returns the address of a listener that accepts connections and

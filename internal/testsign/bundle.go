@@ -164,16 +164,7 @@ func (k *Key) SignImageV3As(d, claimed name.Digest) error {
 // does: an in-toto v0.1 statement naming the repository, in a DSSE
 // bundle attached as a referrer.
 func (k *Key) AttestVulnV3(d name.Digest, report []byte, finished time.Time) error {
-	pred, err := vulnPredicate(report, finished)
-	if err != nil {
-		return err
-	}
-	stmt, err := attestation.GenerateStatement(attestation.GenerateOpts{
-		Predicate: bytes.NewReader(pred),
-		Type:      "vuln",
-		Digest:    strings.TrimPrefix(d.DigestStr(), "sha256:"),
-		Repo:      d.Repository.String(),
-	})
+	stmt, err := vulnStatement(d, report, finished)
 	if err != nil {
 		return err
 	}

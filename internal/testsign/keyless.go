@@ -633,16 +633,7 @@ func (s *Sigstore) SignImageV3(d name.Digest, id Identity, o KeylessOptions) err
 // AttestVulnV3 attests a scan of d keylessly as id, as `cosign attest
 // --type vuln` (v3) does, and attaches the bundle as a referrer.
 func (s *Sigstore) AttestVulnV3(d name.Digest, id Identity, report []byte, finished time.Time, o KeylessOptions) error {
-	pred, err := vulnPredicate(report, finished)
-	if err != nil {
-		return err
-	}
-	stmt, err := attestation.GenerateStatement(attestation.GenerateOpts{
-		Predicate: bytes.NewReader(pred),
-		Type:      "vuln",
-		Digest:    strings.TrimPrefix(d.DigestStr(), "sha256:"),
-		Repo:      d.Repository.String(),
-	})
+	stmt, err := vulnStatement(d, report, finished)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -103,16 +104,7 @@ func (k *Key) AttestVuln(d name.Digest, report []byte, finished time.Time) error
 
 // AttestVulnAs makes the scan attestation about claimed but stores it on d.
 func (k *Key) AttestVulnAs(d, claimed name.Digest, report []byte, finished time.Time) error {
-	pred, err := vulnPredicate(report, finished)
-	if err != nil {
-		return err
-	}
-	stmt, err := attestation.GenerateStatement(attestation.GenerateOpts{
-		Predicate: bytes.NewReader(pred),
-		Type:      "vuln",
-		Digest:    claimed.DigestStr()[len("sha256:"):],
-		Repo:      claimed.Repository.String(),
-	})
+	stmt, err := vulnStatement(claimed, report, finished)
 	if err != nil {
 		return err
 	}
@@ -168,4 +160,19 @@ func AttachAttestation(d name.Digest, envelope []byte, predicateType string) err
 		return fmt.Errorf("writing attestation: %w", err)
 	}
 	return nil
+}
+
+// vulnStatement is the in-toto statement `cosign attest --type vuln`
+// makes of a scan of d: v0.1, naming the repository, in v2 and v3 alike.
+func vulnStatement(d name.Digest, report []byte, finished time.Time) (any, error) {
+	pred, err := vulnPredicate(report, finished)
+	if err != nil {
+		return nil, err
+	}
+	return attestation.GenerateStatement(attestation.GenerateOpts{
+		Predicate: bytes.NewReader(pred),
+		Type:      "vuln",
+		Digest:    strings.TrimPrefix(d.DigestStr(), "sha256:"),
+		Repo:      d.Repository.String(),
+	})
 }
