@@ -15,7 +15,7 @@ BENCHTIME ?= 2s
 
 export GOTOOLCHAIN := local
 
-.PHONY: all build test lint unit fuzz bench demo clean
+.PHONY: all build test lint unit fuzz soak bench demo clean
 
 all: build
 
@@ -51,6 +51,12 @@ fuzz:
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
+
+## soak: the load and soak tests through real NRI at full length
+## (60 s, at least 1000 cached creates/s, flat memory; IMAGEGATE_SOAK_DURATION
+## overrides). make test runs a 3 s version of each.
+soak:
+	IMAGEGATE_SOAK=1 $(GO) test -run 'TestSoak|TestHitsStayFast' -v -count=1 ./plugin/
 
 ## bench: the numbers of BENCHMARKS.md.
 bench: build $(COSIGN) $(COSIGN3)

@@ -407,6 +407,13 @@ func (p *Plugin) warm(image, digest string) {
 	if err != nil {
 		return
 	}
+	fn := p.verifyFunc(st, image, digest, n)
 	p.cache.Warm(cache.Key{Generation: st.pol.Generation, Rule: n.ruleName, Digest: digest},
-		p.verifyFunc(st, image, digest, n))
+		func(ctx context.Context) (verify.Verdict, error) {
+			// The registry timeout starts once a slot is free, so queued
+			// warms do not time out waiting for each other.
+			p.warmSlots <- struct{}{}
+			defer func() { <-p.warmSlots }()
+			return fn(ctx)
+		})
 }

@@ -46,6 +46,10 @@ const (
 	// auditParallelism bounds the verifications of running containers
 	// started by one Synchronize.
 	auditParallelism = 4
+	// warmParallelism bounds the verifications started by image pulls: a
+	// burst of pulls must not starve each other (and the creates that
+	// join them) past the registry timeout.
+	warmParallelism = 4
 )
 
 // Plugin is the NRI plugin. Its decisions read the policy in force through
@@ -71,6 +75,9 @@ type Plugin struct {
 	// reloadMu serializes reloads (SIGHUP and the directory watch).
 	reloadMu  sync.Mutex
 	lastPrint uint64
+
+	// warmSlots holds one token per verification started by a pull.
+	warmSlots chan struct{}
 
 	// bg counts goroutines that Run waits for before it returns.
 	bg sync.WaitGroup
@@ -98,7 +105,8 @@ func WithPolicyPollInterval(d time.Duration) Option {
 // New loads the policy of cfg and returns a plugin ready to Run. A policy
 // that does not load is an error: the plugin never runs on none.
 func New(cfg Config, log *zap.Logger, opts ...Option) (*Plugin, error) {
-	p := &Plugin{cfg: cfg, log: log, now: time.Now, pollInterval: defaultPollInterval}
+	p := &Plugin{cfg: cfg, log: log, now: time.Now, pollInterval: defaultPollInterval,
+		warmSlots: make(chan struct{}, warmParallelism)}
 	for _, o := range opts {
 		o(p)
 	}
