@@ -29,18 +29,31 @@ type sample struct {
 	signers []string
 	report  string        // scan report attested by scanner; "" for none
 	age     time.Duration // how long ago the scan finished
-	want    string        // ALLOW, DENY or WARN
+	// workflow, when set, signs the image keylessly (cosign v3) as the
+	// release workflow at this git ref.
+	workflow string
+	want     string // ALLOW, DENY or WARN
+}
+
+// releaseWorkflow is the CI identity the example policy trusts, at a ref.
+func releaseWorkflow(ref string) testsign.Identity {
+	return testsign.Identity{
+		Issuer:  "https://token.actions.githubusercontent.com",
+		Subject: "https://github.com/acme/shop/.github/workflows/release.yml@" + ref,
+	}
 }
 
 var samples = []sample{
-	{"shop/api:1.4", "signed by ci, scanner and staging, scanned clean", []string{"ci", "scanner", "staging"}, "trivy-clean.json", 2 * time.Hour, "ALLOW"},
-	{"shop/cart:2.0", "signed by ci and scanner only", []string{"ci", "scanner"}, "trivy-clean.json", 2 * time.Hour, "DENY"},
-	{"shop/legacy:0.9", "unsigned", nil, "", 0, "DENY"},
-	{"shop/mystery:1.0", "signed by a key the policy does not know", []string{"rogue"}, "", 0, "DENY"},
-	{"shop/payments:3.1", "fully signed, scan found a critical CVE", []string{"ci", "scanner", "staging"}, "trivy-critical.json", 2 * time.Hour, "DENY"},
-	{"shop/search:5.2", "fully signed, last scanned 30 days ago", []string{"ci", "scanner", "staging"}, "trivy-clean.json", 30 * 24 * time.Hour, "DENY"},
-	{"sandbox/tool:0.1", "unsigned, under a warn-mode rule", nil, "", 0, "WARN"},
-	{"other/thing:1", "matched by no rule", []string{"ci"}, "", 0, "DENY"},
+	{"shop/api:1.4", "signed by ci, scanner and staging, scanned clean", []string{"ci", "scanner", "staging"}, "trivy-clean.json", 2 * time.Hour, "", "ALLOW"},
+	{"shop/cart:2.0", "signed by ci and scanner only", []string{"ci", "scanner"}, "trivy-clean.json", 2 * time.Hour, "", "DENY"},
+	{"shop/legacy:0.9", "unsigned", nil, "", 0, "", "DENY"},
+	{"shop/mystery:1.0", "signed by a key the policy does not know", []string{"rogue"}, "", 0, "", "DENY"},
+	{"shop/payments:3.1", "fully signed, scan found a critical CVE", []string{"ci", "scanner", "staging"}, "trivy-critical.json", 2 * time.Hour, "", "DENY"},
+	{"shop/search:5.2", "fully signed, last scanned 30 days ago", []string{"ci", "scanner", "staging"}, "trivy-clean.json", 30 * 24 * time.Hour, "", "DENY"},
+	{"sandbox/tool:0.1", "unsigned, under a warn-mode rule", nil, "", 0, "", "WARN"},
+	{"other/thing:1", "matched by no rule", []string{"ci"}, "", 0, "", "DENY"},
+	{"tools/cli:2.0", "signed keylessly (cosign v3) by the release workflow of tag v2.0", nil, "", 0, "refs/tags/v2.0", "ALLOW"},
+	{"tools/cli:2.1-rc", "signed keylessly by the release workflow, but from a branch", nil, "", 0, "refs/heads/main", "DENY"},
 }
 
 func main() {
@@ -69,11 +82,24 @@ func run(imagegate, examples string) error {
 	if err != nil {
 		return err
 	}
+	// A private sigstore stands in for the public one: the demo cannot
+	// reach Fulcio or Rekor, and its trusted root replaces the example's.
+	sigstore, err := testsign.CreateSigstore(time.Now())
+	if err != nil {
+		return err
+	}
+	trustedRoot, err := sigstore.TrustedRootJSON()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "trusted_root.json"), trustedRoot, 0o644); err != nil {
+		return err
+	}
 	fmt.Printf("Registry on %s; policy in %s (from %s, keys generated now).\n\n", reg.Host, dir, examples)
 
 	var images []string
 	for _, s := range samples {
-		img, err := push(reg, keys, s)
+		img, err := push(reg, keys, sigstore, s)
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.repoTag, err)
 		}
@@ -147,10 +173,16 @@ func writePolicy(examples, dir, host string) (map[string]*testsign.Key, error) {
 
 // push pushes a sample image, signs and attests it, and returns its
 // reference by tag, as an operator would name it.
-func push(reg *testsign.Registry, keys map[string]*testsign.Key, s sample) (string, error) {
+func push(reg *testsign.Registry, keys map[string]*testsign.Key, sigstore *testsign.Sigstore, s sample) (string, error) {
 	d, err := reg.PushRandomImage(s.repoTag)
 	if err != nil {
 		return "", err
+	}
+	if s.workflow != "" {
+		opts := testsign.KeylessOptions{At: time.Now().Add(-time.Minute)}
+		if err := sigstore.SignImageV3(d, releaseWorkflow(s.workflow), opts); err != nil {
+			return "", err
+		}
 	}
 	for _, n := range s.signers {
 		if err := keys[n].SignImage(d); err != nil {
