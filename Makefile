@@ -21,6 +21,7 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/imagegate ./cmd/imagegate
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/imagegate-runc ./cmd/imagegate-runc
 
 ## test: formatting, vet, staticcheck, and every unit test (fuzz seeds
 ## included) under the race detector.
@@ -60,7 +61,7 @@ soak:
 
 ## bench: the numbers of BENCHMARKS.md.
 bench: build $(COSIGN) $(COSIGN3)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./verify/ ./cache/ ./plugin/ ./policy/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./verify/ ./cache/ ./plugin/ ./policy/ ./cmd/imagegate-runc/
 	$(GO) run ./internal/cmd/cmpbench --imagegate bin/imagegate --cosign $(COSIGN) --cosign3 $(COSIGN3)
 
 ## demo: a local registry, three signers, sample images and their verdicts.

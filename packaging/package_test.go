@@ -101,6 +101,7 @@ func mustRun(t *testing.T, name string, args ...string) string {
 // shipped is what the packages hold besides the examples, with modes.
 var shipped = map[string]fs.FileMode{
 	"/usr/bin/imagegate":                       0o755,
+	"/usr/bin/imagegate-runc":                  0o755,
 	"/etc/imagegate":                           fs.ModeDir | 0o755,
 	"/etc/imagegate/policy.d":                  fs.ModeDir | 0o755,
 	"/etc/imagegate/keys":                      fs.ModeDir | 0o755,

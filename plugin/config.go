@@ -20,8 +20,8 @@ import (
 type Config struct {
 	PolicyDir string
 	NRI       NRIConfig
-	// Runtime is containerd, docker or auto. It is read and checked now so
-	// that one config file serves the versions with Docker support too.
+	// Runtime is containerd, docker or auto (Docker mode when the runtime
+	// registers the plugin as "docker").
 	Runtime    string
 	Containerd ContainerdConfig
 	Docker     DockerConfig
@@ -51,9 +51,15 @@ type ContainerdConfig struct {
 	Address string
 }
 
-// DockerConfig is read and kept for the Docker Engine support to come.
+// DockerConfig reaches dockerd on Docker Engine nodes.
 type DockerConfig struct {
-	Address     string
+	// Address is the Engine API's unix socket (unix:///run/docker.sock):
+	// swarm tasks, container image IDs, reload events. "" leaves swarm
+	// tasks and Engine API starts without an image, so denied.
+	Address string
+	// AuthzPlugin is the name dockerd knows imagegate's authorization
+	// plugin by (/run/docker/plugins/NAME.sock); "" disables it, and with
+	// it every container not created by a swarm service.
 	AuthzPlugin string
 }
 

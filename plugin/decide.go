@@ -142,6 +142,9 @@ type record struct {
 	reasons   []string
 	outcome   string
 	counters  *[numVerdicts]prometheus.Counter
+	// digestErr says why the digest is unknown, when the caller
+	// established the image itself (Docker) and could not pin it.
+	digestErr error
 }
 
 // admit decides whether ctr may be created and logs the decision. A nil
@@ -156,16 +159,7 @@ func (p *Plugin) admit(ctx context.Context, event string, pod *api.PodSandbox, c
 		mode:      policy.ModeEnforce,
 		outcome:   "none",
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			p.metrics.internalErrors.Inc()
-			p.log.Error("decision panicked", zap.String("container", rec.container),
-				zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
-			err = fmt.Errorf("imagegate: internal error deciding container %s: %v", rec.container, r)
-			rec.verdict, rec.reasons = deny, []string{err.Error()}
-		}
-		p.logDecision(&rec, time.Since(start))
-	}()
+	defer p.settle(&rec, start, &err)
 	if rec.pod == "" {
 		rec.pod = ctr.GetAnnotations()[annPodName]
 		rec.namespace = ctr.GetAnnotations()[annPodNamespace]
@@ -173,15 +167,67 @@ func (p *Plugin) admit(ctx context.Context, event string, pod *api.PodSandbox, c
 	return p.decide(ctx, &rec, ctr, time.Duration(p.budget.Load()))
 }
 
+// settle logs the decision rec once it is made. As the deferred call of a
+// decision, it also turns a panic into a denial that says so: a panic
+// must not take the node's admission down.
+func (p *Plugin) settle(rec *record, start time.Time, err *error) {
+	if r := recover(); r != nil {
+		p.metrics.internalErrors.Inc()
+		p.log.Error("decision panicked", zap.String("container", rec.container),
+			zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		*err = fmt.Errorf("imagegate: internal error deciding container %s: %v", rec.container, r)
+		rec.verdict, rec.reasons = deny, []string{(*err).Error()}
+		if rec.counters == nil {
+			rec.counters = p.state.Load().counters[""]
+		}
+	}
+	p.logDecision(rec, time.Since(start))
+}
+
 // decide fills rec with the decision on ctr, waiting at most budget for a
 // verification.
 func (p *Plugin) decide(ctx context.Context, rec *record, ctr *api.Container, budget time.Duration) error {
-	st := p.state.Load()
-	rec.counters = st.counters[""]
+	if p.docker.Load() {
+		return p.decideDocker(ctx, rec, ctr, budget)
+	}
 	rec.image = ctr.GetAnnotations()[annImageName]
 	if rec.image == "" {
 		rec.image = ctr.GetImage().GetName()
 	}
+	return p.judge(ctx, rec, ctr, "", budget)
+}
+
+// decideAdmitted decides whether container id may be created again
+// without a create event (imagegate-runc on a Docker node: restarts reach
+// runc without NRI), under the policy in force: by the image and digest
+// imagegate admitted it with, never by what a tag points to now. Allowed,
+// the admission is renewed.
+func (p *Plugin) decideAdmitted(ctx context.Context, id string) (err error) {
+	start := time.Now()
+	rec := record{event: "runc create", container: id, mode: policy.ModeEnforce, outcome: "none"}
+	defer p.settle(&rec, start, &err)
+	adm, err := p.admissions.lookup(id)
+	if err != nil {
+		rec.counters = p.state.Load().counters[""]
+		return rec.deny(err.Error())
+	}
+	rec.image = adm.Image
+	// No NRI deadline here; imagegate-runc waits guardTimeout, longer.
+	if err := p.judge(ctx, &rec, nil, adm.Digest, min(p.cfg.RegistryTimeout+budgetMargin, guardBudget)); err != nil {
+		return err
+	}
+	if err := p.admissions.Admit(id, adm.Image, adm.Digest); err != nil {
+		p.log.Warn("cannot renew an admission", zap.String("container", id), zap.Error(err))
+	}
+	return nil
+}
+
+// judge fills rec with the decision on rec.image at the digest of ctr as
+// the runtime reports it, or, with ctr nil, at digest as recorded at
+// admission ("" when its rule needed none).
+func (p *Plugin) judge(ctx context.Context, rec *record, ctr *api.Container, digest string, budget time.Duration) error {
+	st := p.state.Load()
+	rec.counters = st.counters[""]
 	if rec.image == "" {
 		return rec.deny(fmt.Sprintf("imagegate: cannot establish the image of container %s: the runtime names none", rec.container))
 	}
@@ -195,7 +241,14 @@ func (p *Plugin) decide(ctx context.Context, rec *record, ctr *api.Container, bu
 	lctx := newLazyDeadline(ctx, time.Now().Add(budget))
 	defer lctx.stop()
 	ctx = lctx
-	digest, err := p.digest(ctx, rec.image, ctr)
+	switch {
+	case ctr != nil:
+		digest, err = p.digest(ctx, rec.image, ctr)
+	case digest == "" && rec.digestErr != nil:
+		err = rec.digestErr
+	case digest == "":
+		err = errors.New("none was recorded when it was admitted")
+	}
 	if err != nil {
 		if n.rule == nil && st.pol.Unmatched == "allow" || n.rule != nil && n.rule.Allow {
 			// Neither needs evidence, so neither needs the digest.

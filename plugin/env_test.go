@@ -118,6 +118,8 @@ type env struct {
 	// proxied puts the runtime behind a proxy, so that stopping it drops
 	// the plugin's connection as a dying runtime process would.
 	proxied bool
+	// runtime is the name the runtime side registers the plugin as.
+	runtime string
 }
 
 type envOption func(*env, *[]Option)
@@ -163,6 +165,11 @@ func newEnv(t testing.TB, eopts ...envOption) *env {
 	e.cfg.Containerd.Address = ""
 	e.cfg.MetricsListen = ""
 	e.cfg.StateDir = filepath.Join(dir, "state")
+	e.cfg.Guard.Socket = filepath.Join(dir, "guard.sock")
+	// Docker's tests serve these in the test's directory (withDocker).
+	e.cfg.Docker.Address = ""
+	e.cfg.Docker.AuthzPlugin = ""
+	e.runtime = runtimeName
 	core, logs := observer.New(zapcore.DebugLevel)
 	e.logs, e.log = logs, zap.New(core)
 	opts := []Option{WithClock(e.clock.Now)}
@@ -175,7 +182,7 @@ func newEnv(t testing.TB, eopts ...envOption) *env {
 	}
 	t.Cleanup(func() { e.p.Close() })
 
-	e.rt = startRuntime(t, e.sock, e.proxied, e.running...)
+	e.rt = startRuntimeAs(t, e.runtime, e.sock, e.proxied, e.running...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.p.Run(ctx) }()
@@ -276,6 +283,13 @@ type testRuntime struct {
 
 func startRuntime(t testing.TB, sock string, proxied bool, running ...*api.Container) *testRuntime {
 	t.Helper()
+	return startRuntimeAs(t, runtimeName, sock, proxied, running...)
+}
+
+// startRuntimeAs starts the runtime side registering plugins as runtime
+// (dockerd: "docker").
+func startRuntimeAs(t testing.TB, runtime, sock string, proxied bool, running ...*api.Container) *testRuntime {
+	t.Helper()
 	rt := &testRuntime{running: running}
 	dir := filepath.Dir(sock)
 	listen := sock
@@ -283,7 +297,7 @@ func startRuntime(t testing.TB, sock string, proxied bool, running ...*api.Conta
 		listen = sock + ".rt"
 		rt.proxy = startProxy(t, sock, listen)
 	}
-	nri, err := adaptation.New(runtimeName, runtimeVersion, rt.synchronize, rt.update,
+	nri, err := adaptation.New(runtime, runtimeVersion, rt.synchronize, rt.update,
 		adaptation.WithSocketPath(listen),
 		adaptation.WithPluginPath(filepath.Join(dir, "plugins")),
 		adaptation.WithPluginConfigPath(filepath.Join(dir, "conf.d")),

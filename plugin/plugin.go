@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -60,7 +61,10 @@ type Plugin struct {
 	cache   *cache.Cache
 	store   *verify.Store
 	metrics *metrics
-	now     func() time.Time
+	// admissions is what imagegate-runc is answered from; nil without a
+	// state directory.
+	admissions *Admissions
+	now        func() time.Time
 
 	images       ImageStore
 	pulls        ImagePulls
@@ -81,6 +85,19 @@ type Plugin struct {
 
 	// bg counts goroutines that Run waits for before it returns.
 	bg sync.WaitGroup
+
+	// docker is set while the runtime is Docker Engine (runtime: docker,
+	// or auto and dockerd registered us).
+	docker atomic.Bool
+	// engine is dockerd's Engine API; nil under runtime: containerd or
+	// without docker.address.
+	engine *engine
+	// authz serves Docker's authorization plugin.
+	authz      authzServer
+	dockerOnce sync.Once
+	// nri is the handler of the NRI connection in use, so that a dockerd
+	// reload can end it.
+	nri atomic.Pointer[nriHandler]
 }
 
 // Option configures a Plugin.
@@ -122,9 +139,20 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (*Plugin, error) {
 		if err != nil {
 			return nil, err
 		}
+		p.admissions, err = OpenAdmissions(filepath.Join(cfg.StateDir, "admissions"))
+		if err != nil {
+			return nil, err
+		}
 	}
 	p.metrics = newMetrics(c.Len)
 	p.setBudget(stub.DefaultRequestTimeout)
+
+	if cfg.Runtime != "containerd" && cfg.Docker.Address != "" {
+		if p.engine, err = newEngine(cfg.Docker.Address); err != nil {
+			return nil, err
+		}
+	}
+	p.docker.Store(cfg.Runtime == "docker")
 
 	p.lastPrint = fingerprint(cfg.PolicyDir)
 	pol, err := loadPolicy(cfg.PolicyDir)
@@ -197,6 +225,32 @@ func (p *Plugin) Run(ctx context.Context) error {
 			srv.Close()
 		})
 	}
+	if p.cfg.Guard.Socket != "" {
+		// Served whatever the runtime: imagegate-runc may be installed
+		// before the node's runtime is known, and it refuses every create
+		// while nothing answers here.
+		ln, err := listenGuard(p.cfg.Guard.Socket)
+		if err != nil {
+			return fmt.Errorf("guard.socket: %w", err)
+		}
+		p.goBackground(func() { p.serveGuard(ctx, ln) })
+	}
+	if p.cfg.Docker.AuthzPlugin != "" && (p.cfg.Runtime == "docker" || p.cfg.Runtime == "auto" && dockerInstalled()) {
+		// Up before dockerd, which refuses to start while a configured
+		// authorization plugin is missing: under auto the runtime is not
+		// known yet, so wherever dockerd is installed. A containerd node
+		// gets no socket under /run/docker.
+		if err := p.serveAuthz(ctx); err != nil {
+			if p.cfg.Runtime == "docker" {
+				return err
+			}
+			p.log.Warn("cannot serve Docker's authorization plugin (needed on Docker nodes only); "+
+				"trying again if dockerd registers", zap.Error(err))
+		}
+	}
+	if p.cfg.Runtime == "docker" {
+		p.startDocker(ctx)
+	}
 	p.goBackground(func() { p.watchPolicy(ctx) })
 	if p.pulls != nil {
 		p.goBackground(func() { p.warmOnPulls(ctx) })
@@ -227,6 +281,11 @@ func (p *Plugin) serveNRI(ctx context.Context) error {
 		}
 		if launched {
 			return fmt.Errorf("the runtime closed the connection of pre-installed plugin %s: %w", pluginName, err)
+		}
+		if h.restart.Load() {
+			// A dockerd reload: its new NRI instance waits for us now.
+			delay = minBackoff
+			continue
 		}
 		if h.registered.Load() {
 			delay = minBackoff
@@ -265,6 +324,9 @@ func (p *Plugin) connect(ctx context.Context, h *nriHandler) error {
 		return err
 	}
 	h.stub = s
+	ctx, h.cancel = context.WithCancel(ctx)
+	defer h.cancel()
+	p.nri.Store(h)
 	defer p.metrics.nriConnected.Set(0)
 	return s.Run(ctx)
 }
@@ -278,16 +340,40 @@ type nriHandler struct {
 	stub stub.Stub
 	// registered is set once the runtime configured this connection.
 	registered atomic.Bool
+	// cancel ends the connection; restart says it was ended to register
+	// again at once.
+	cancel  context.CancelFunc
+	restart atomic.Bool
+}
+
+// reconnectNRI ends the NRI connection in use so that serveNRI registers
+// again: a dockerd reload leaves it attached to a discarded NRI instance
+// that is never called again. A plugin the runtime launched cannot dial
+// again; dockerd relaunches those itself.
+func (p *Plugin) reconnectNRI() {
+	if os.Getenv(api.PluginSocketEnvVar) != "" {
+		return
+	}
+	if h := p.nri.Load(); h != nil {
+		h.restart.Store(true)
+		h.cancel()
+	}
 }
 
 func (h *nriHandler) Configure(_ context.Context, _, runtime, version string) (api.EventMask, error) {
+	if h.p.cfg.Runtime == "auto" {
+		h.p.docker.Store(runtime == "docker")
+	}
+	if h.p.docker.Load() {
+		h.p.dockerRegistered(h.ctx)
+	}
 	timeout := h.stub.RequestTimeout()
 	h.p.setBudget(timeout)
 	h.registered.Store(true)
 	h.p.metrics.nriConnected.Set(1)
 	h.p.metrics.nriConnectCount.Inc()
 	h.p.log.Info("registered with the runtime",
-		zap.String("runtime", runtime), zap.String("runtimeVersion", version),
+		zap.String("runtime", runtime), zap.String("runtimeVersion", version), zap.Bool("dockerMode", h.p.docker.Load()),
 		zap.String("nriVersion", h.stub.RuntimeNRIVersion()),
 		zap.Duration("requestTimeout", timeout), zap.Duration("decisionBudget", time.Duration(h.p.budget.Load())))
 	return 0, nil
@@ -321,3 +407,10 @@ func (l nriLogger) Debugf(_ context.Context, format string, args ...any) { l.s.D
 func (l nriLogger) Infof(_ context.Context, format string, args ...any)  { l.s.Debugf(format, args...) }
 func (l nriLogger) Warnf(_ context.Context, format string, args ...any)  { l.s.Warnf(format, args...) }
 func (l nriLogger) Errorf(_ context.Context, format string, args ...any) { l.s.Errorf(format, args...) }
+
+// dockerInstalled tells a node where dockerd may start (and so wants its
+// authorization plugin up first) from one where it cannot.
+func dockerInstalled() bool {
+	_, err := exec.LookPath("dockerd")
+	return err == nil
+}

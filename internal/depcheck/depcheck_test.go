@@ -38,3 +38,18 @@ func TestCoreDependencies(t *testing.T) {
 		})
 	}
 }
+
+// TestGuardStandardLibraryOnly keeps imagegate-runc small: it starts on
+// every runc call of a Docker node, so whatever it links, every container
+// operation pays for.
+func TestGuardStandardLibraryOnly(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", module+"cmd/imagegate-runc").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if dep != module+"cmd/imagegate-runc" {
+			t.Errorf("imagegate-runc depends on %s", dep)
+		}
+	}
+}
