@@ -374,7 +374,7 @@ func (p *Plugin) decideDocker(ctx context.Context, rec *record, ctr *api.Contain
 	rec.image = image
 	if digest == "" {
 		rec.digestErr = fmt.Errorf("swarm task %s runs %s, which the swarm did not pin to a digest "+
-			"(docker service create --no-resolve-image, or a registry the manager could not reach)", taskID, image)
+			"(docker service update --image by tag with the docker CLI 29.8, --no-resolve-image, or a registry the manager could not reach: name the image by digest)", taskID, image)
 	} else if err := checkDigest(digest); err != nil {
 		rec.digestErr, digest = fmt.Errorf("swarm task %s: %w", taskID, err), ""
 	}

@@ -392,7 +392,7 @@ func TestDockerSwarmTasks(t *testing.T) {
 					ctr:  swarmContainer("c5", "tunpinned", nil),
 					want: fmt.Sprintf("imagegate: cannot establish the image digest of container shop.1.tunpinned: "+
 						"swarm task tunpinned runs %s/shop/api:1.4, which the swarm did not pin to a digest "+
-						"(docker service create --no-resolve-image, or a registry the manager could not reach)", host),
+						"(docker service update --image by tag with the docker CLI 29.8, --no-resolve-image, or a registry the manager could not reach: name the image by digest)", host),
 				},
 				{name: "exempt image needs no digest", ctr: swarmContainer("c6", "texempt", nil)},
 			} {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/imagegate/imagegate/test/e2eutil"
 )
 
 // Containerd is a containerd of the test: its own root, state, sockets and
@@ -18,7 +20,7 @@ type Containerd struct {
 	NRISocket string
 
 	tools Tools
-	proc  *Process
+	proc  *e2eutil.Process
 }
 
 // ContainerdOptions is what differs between the containerds of the test.
@@ -124,7 +126,7 @@ imports = []
 func (c *Containerd) Start() error {
 	// containerd finds its shim on PATH.
 	path := "PATH=" + c.tools.ContainerdDir + ":" + os.Getenv("PATH")
-	p, err := StartProcess("containerd", filepath.Join(c.Dir, "containerd.log"), []string{path},
+	p, err := e2eutil.StartProcess("containerd", filepath.Join(c.Dir, "containerd.log"), []string{path},
 		filepath.Join(c.tools.ContainerdDir, "containerd"), "--config", c.Config)
 	if err != nil {
 		return err
@@ -135,7 +137,7 @@ func (c *Containerd) Start() error {
 		return err
 	}
 	defer cri.Close()
-	return WaitFor(30*time.Second, "containerd's CRI ready", func() error {
+	return e2eutil.WaitFor(30*time.Second, "containerd's CRI ready", func() error {
 		if err := p.Exited(); err != nil {
 			return err
 		}

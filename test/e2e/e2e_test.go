@@ -14,6 +14,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/imagegate/imagegate/test/e2eutil"
 )
 
 // What the runtime says when imagegate is not connected; imagegate's own
@@ -31,8 +33,8 @@ type node struct {
 	imagegate  *Imagegate
 	cri        *CRI
 	pod        *Pod
-	images     *Images
-	cosign     Cosign
+	images     *e2eutil.Images
+	cosign     e2eutil.Cosign
 	policyDir  string
 	// names makes container names unique: a name stays taken by a
 	// created container.
@@ -88,7 +90,7 @@ func TestEndToEnd(t *testing.T) {
 		if err := n.imagegate.Stop(); err != nil {
 			t.Fatal(err)
 		}
-		err := WaitFor(10*time.Second, "containerd refuses creates without imagegate", func() error {
+		err := e2eutil.WaitFor(10*time.Second, "containerd refuses creates without imagegate", func() error {
 			_, err := n.create(good, "shop/good:1")
 			switch {
 			case err == nil:
@@ -196,22 +198,22 @@ func setUp(t *testing.T) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Preflight(dir); err != nil {
+	if err := e2eutil.Preflight(dir); err != nil {
 		os.RemoveAll(dir)
 		t.Fatalf("containers cannot run on this machine: %v", err)
 	}
-	n := &node{t: t, tools: tools, dir: dir, cosign: Cosign{Bin: tools.Cosign, Dir: filepath.Join(dir, "keys")}}
+	n := &node{t: t, tools: tools, dir: dir, cosign: e2eutil.Cosign{Bin: tools.Cosign, Dir: filepath.Join(dir, "keys")}}
 	t.Cleanup(n.tearDown)
 
 	start := time.Now()
-	reg, addr, err := StartRegistry(tools.Crane, dir)
+	reg, addr, err := e2eutil.StartRegistry(tools.Crane, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { reg.Stop() })
 	n.registry = addr
 
-	n.images, err = NewImages(tools, filepath.Join(dir, "images"))
+	n.images, err = e2eutil.NewImages(tools.Crane, tools.Busybox, filepath.Join(dir, "images"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,9 +362,9 @@ func (n *node) tearDown() {
 		if err := n.containerd.Stop(); err != nil {
 			t.Error(err)
 		}
-		KillShims(n.containerd.Socket)
+		e2eutil.KillShims(n.containerd.Socket)
 	}
-	UnmountUnder(n.dir)
+	e2eutil.UnmountUnder(n.dir)
 	if os.Getenv("E2E_KEEP") != "" {
 		t.Logf("kept %s (E2E_KEEP)", n.dir)
 		return
@@ -400,7 +402,7 @@ func (n *node) pull(ref string) string {
 
 // digest returns the digest the registry serves for host/ref now.
 func (n *node) digest(ref string) string {
-	d, err := Run(nil, n.tools.Crane, "digest", n.registry+"/"+ref)
+	d, err := e2eutil.Run(nil, n.tools.Crane, "digest", n.registry+"/"+ref)
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -422,7 +424,7 @@ func (n *node) create(imageRef, userImage string) (string, error) {
 func (n *node) createDecided(t *testing.T, imageRef, userImage string) string {
 	t.Helper()
 	var id string
-	err := WaitFor(5*time.Second, "create allowed", func() error {
+	err := e2eutil.WaitFor(5*time.Second, "create allowed", func() error {
 		var err error
 		id, err = n.create(imageRef, userImage)
 		if err != nil && !strings.Contains(err.Error(), notPresent) {
@@ -459,7 +461,7 @@ func (n *node) start(t *testing.T, id string) {
 func (n *node) wantDenied(t *testing.T, imageRef, userImage string, want ...string) {
 	t.Helper()
 	var err error
-	werr := WaitFor(10*time.Second, "a verdict", func() error {
+	werr := e2eutil.WaitFor(10*time.Second, "a verdict", func() error {
 		_, err = n.create(imageRef, userImage)
 		if err != nil && strings.Contains(err.Error(), "in progress, retry") {
 			return err

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/imagegate/imagegate/test/e2eutil"
 )
 
 // Imagegate is `imagegate run` as the test runs it, with its metrics
@@ -19,13 +21,13 @@ type Imagegate struct {
 
 	bin  string
 	dir  string
-	proc *Process
+	proc *e2eutil.Process
 }
 
 // NewImagegate writes the daemon config of an imagegate under dir that
 // serves containerd c with the policy in policyDir.
 func NewImagegate(bin, dir, policyDir string, c *Containerd) (*Imagegate, error) {
-	addr, err := FreeAddr()
+	addr, err := e2eutil.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -46,13 +48,13 @@ log:
 
 // Start starts the daemon and waits until its metrics endpoint answers.
 func (g *Imagegate) Start() error {
-	p, err := StartProcess("imagegate", filepath.Join(g.dir, "imagegate.log"), nil,
+	p, err := e2eutil.StartProcess("imagegate", filepath.Join(g.dir, "imagegate.log"), nil,
 		g.bin, "run", "--config", g.Config)
 	if err != nil {
 		return err
 	}
 	g.proc = p
-	return WaitFor(10*time.Second, "imagegate's metrics endpoint answers", func() error {
+	return e2eutil.WaitFor(10*time.Second, "imagegate's metrics endpoint answers", func() error {
 		if err := p.Exited(); err != nil {
 			return err
 		}
@@ -105,7 +107,7 @@ func (g *Imagegate) Registrations() (float64, error) {
 // WaitRegistered waits until the daemon has registered with NRI more than
 // after times and is connected now.
 func (g *Imagegate) WaitRegistered(after float64, timeout time.Duration) error {
-	return WaitFor(timeout, "imagegate registered with NRI", func() error {
+	return e2eutil.WaitFor(timeout, "imagegate registered with NRI", func() error {
 		if err := g.proc.Exited(); err != nil {
 			return err
 		}

@@ -1,11 +1,9 @@
-// Package e2e runs imagegate against a real containerd, a real registry and
-// real cosign signatures: the containers of its test are created through
-// containerd's CRI, NRI calls imagegate, and runc runs what is allowed.
-//
-// The test itself is behind the build tag e2e (`make e2e`), which also
-// builds and caches every binary it needs and passes their paths in the
-// environment (see Tools).
-package e2e
+// Package e2eutil holds what the end-to-end tests of test/e2e (containerd)
+// and test/e2edocker (Docker Engine) share: daemons logging to files,
+// waiting on conditions, a loopback registry, images built from a static
+// busybox and signed with the real cosign CLI, and clean-up of what
+// containers leave behind.
+package e2eutil
 
 import (
 	"bufio"
@@ -22,50 +20,6 @@ import (
 	"syscall"
 	"time"
 )
-
-// Tools are the binaries the end-to-end test runs.
-type Tools struct {
-	Imagegate string
-	// ContainerdDir holds containerd and containerd-shim-runc-v2:
-	// containerd finds its shim on PATH.
-	ContainerdDir string
-	Runc          string
-	// Busybox must be statically linked: it is the whole of the images.
-	Busybox string
-	Crane   string
-	Cosign  string
-}
-
-// ToolsFromEnv reads the paths that make e2e sets.
-func ToolsFromEnv() (Tools, error) {
-	t := Tools{
-		Imagegate:     os.Getenv("E2E_IMAGEGATE"),
-		ContainerdDir: os.Getenv("E2E_CONTAINERD_DIR"),
-		Runc:          os.Getenv("E2E_RUNC"),
-		Busybox:       os.Getenv("E2E_BUSYBOX"),
-		Crane:         os.Getenv("E2E_CRANE"),
-		Cosign:        os.Getenv("E2E_COSIGN"),
-	}
-	var problems []string
-	check := func(env, path string) {
-		if path == "" {
-			problems = append(problems, env+" is not set")
-		} else if _, err := os.Stat(path); err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %v", env, err))
-		}
-	}
-	check("E2E_IMAGEGATE", t.Imagegate)
-	check("E2E_CONTAINERD_DIR", filepath.Join(t.ContainerdDir, "containerd"))
-	check("E2E_CONTAINERD_DIR", filepath.Join(t.ContainerdDir, "containerd-shim-runc-v2"))
-	check("E2E_RUNC", t.Runc)
-	check("E2E_BUSYBOX", t.Busybox)
-	check("E2E_CRANE", t.Crane)
-	check("E2E_COSIGN", t.Cosign)
-	if len(problems) > 0 {
-		return t, fmt.Errorf("missing tools (run the test through `make e2e`, which builds them): %s", strings.Join(problems, "; "))
-	}
-	return t, nil
-}
 
 // Preflight says why containers cannot run on this machine, or nil: the
 // test needs root, user namespaces and an overlayfs that mounts in dir.
@@ -181,6 +135,24 @@ func (p *Process) Stop() error {
 		<-p.done
 		return fmt.Errorf("%s did not stop within 15s of SIGTERM", p.Name)
 	}
+}
+
+// Kill kills the process with SIGKILL, as a crash would end it, and waits
+// for the exit.
+func (p *Process) Kill() {
+	if p.Exited() != nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Signal sends sig to the process (SIGHUP: a daemon's config reload).
+func (p *Process) Signal(sig syscall.Signal) error {
+	if err := p.Exited(); err != nil {
+		return err
+	}
+	return p.cmd.Process.Signal(sig)
 }
 
 // Tail returns the last n lines of the process's log.

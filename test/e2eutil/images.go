@@ -1,4 +1,4 @@
-package e2e
+package e2eutil
 
 import (
 	"archive/tar"
@@ -15,23 +15,24 @@ import (
 // crane: one layer with busybox, shared by all, and one that makes each
 // image's digest its own.
 type Images struct {
-	tools   Tools
+	crane   string
 	dir     string
 	busybox string
 }
 
-// NewImages prepares image building in dir.
-func NewImages(tools Tools, dir string) (*Images, error) {
+// NewImages prepares image building in dir with the crane binary and a
+// statically linked busybox.
+func NewImages(crane, busybox, dir string) (*Images, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	bb, err := os.ReadFile(tools.Busybox)
+	bb, err := os.ReadFile(busybox)
 	if err != nil {
 		return nil, err
 	}
 	layer := filepath.Join(dir, "busybox.tar")
 	err = writeTar(layer, []tarEntry{{"bin/", nil, 0o755}, {"bin/busybox", bb, 0o755}})
-	return &Images{tools: tools, dir: dir, busybox: layer}, err
+	return &Images{crane: crane, dir: dir, busybox: layer}, err
 }
 
 type tarEntry struct {
@@ -75,24 +76,24 @@ func (im *Images) Push(ref string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, err := Run(nil, im.tools.Crane, "append", "--oci-empty-base",
+	if _, err := Run(nil, im.crane, "append", "--oci-empty-base",
 		"-f", im.busybox, "-f", marker, "-t", ref); err != nil {
 		return "", err
 	}
 	// busybox ignores SIGTERM as PID 1; the test stops containers with
 	// SIGKILL, so nothing waits for a grace period.
-	if _, err := Run(nil, im.tools.Crane, "mutate", ref,
+	if _, err := Run(nil, im.crane, "mutate", ref,
 		"--entrypoint", "/bin/busybox,sleep,3600",
 		"--set-platform", "linux/"+runtime.GOARCH, "-t", ref); err != nil {
 		return "", err
 	}
-	return Run(nil, im.tools.Crane, "digest", ref)
+	return Run(nil, im.crane, "digest", ref)
 }
 
 // Tag points tag of repo (host/repo) at digest, as a registry user who
 // moves a tag does.
 func (im *Images) Tag(repo, digest, tag string) error {
-	_, err := Run(nil, im.tools.Crane, "tag", repo+"@"+digest, tag)
+	_, err := Run(nil, im.crane, "tag", repo+"@"+digest, tag)
 	return err
 }
 
