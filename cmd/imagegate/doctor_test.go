@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,7 +23,7 @@ func TestDoctorExitStatus(t *testing.T) {
 	sock := filepath.Join(dir, "containerd.sock")
 	cfg := filepath.Join(dir, "imagegate.yaml")
 	writeFile(t, filepath.Join(c.dir, "zz-broken.yaml"), "rules: [{name: x}]\n")
-	writeFile(t, cfg, fmt.Sprintf("policyDir: %s\ncontainerd:\n  address: %s\n", c.dir, sock))
+	writeFile(t, cfg, fmt.Sprintf("policyDir: %s\nruntime: containerd\ncontainerd:\n  address: %s\n", c.dir, sock))
 	code, stdout, _ := runCLI("doctor", "--config", cfg)
 	if code != exitDenied {
 		t.Errorf("exit %d, want %d", code, exitDenied)
@@ -38,5 +39,52 @@ func TestDoctorExitStatus(t *testing.T) {
 	}
 	if last := strings.Fields(lines[len(lines)-1]); len(last) < 2 || !strings.HasPrefix(last[1], "clock") {
 		t.Errorf("last line %q does not judge the clock", last)
+	}
+}
+
+func TestDoctorDockerConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "imagegate.yaml")
+	// No dockerd answers here: the operator's file is daemonJSON.
+	writeFile(t, cfg, fmt.Sprintf("docker:\n  address: unix://%s\n  authzPlugin: gate\nnri:\n  socket: /run/nri.sock\n", filepath.Join(dir, "absent.sock")))
+	old := daemonJSON
+	t.Cleanup(func() { daemonJSON = old })
+	daemonJSON = filepath.Join(dir, "daemon.json")
+
+	code, stdout, stderr := runCLI("doctor", "--docker-config", "--config", cfg)
+	want := `{
+  "authorization-plugins": [
+    "gate"
+  ],
+  "default-runtime": "imagegate",
+  "nri-opts": {
+    "enable": true,
+    "socket-path": "/run/nri.sock"
+  },
+  "runtimes": {
+    "imagegate": {
+      "path": "/usr/bin/imagegate-runc"
+    }
+  }
+}
+`
+	if code != exitOK || stdout != want || stderr != "" {
+		t.Errorf("no daemon.json: exit %d, stdout\n%s\nstderr %q", code, stdout, stderr)
+	}
+
+	operator := `{"default-runtime": "nvidia", "log-driver": "journald"}`
+	writeFile(t, daemonJSON, operator)
+	code, stdout, stderr = runCLI("doctor", "--docker-config", "--config", cfg)
+	wantErr := "imagegate doctor: " + daemonJSON + `: "default-runtime" was "nvidia"; imagegate needs "imagegate" (imagegate-runc hands every runc call over to guard.runc: set guard.runc in imagegate's config to that runtime's path to keep using it)` + "\n"
+	if code != exitOK || !strings.Contains(stdout, `"log-driver": "journald"`) || !strings.Contains(stdout, `"default-runtime": "imagegate"`) || stderr != wantErr {
+		t.Errorf("conflicting default-runtime: exit %d, stdout\n%s\nstderr %q, want %q", code, stdout, stderr, wantErr)
+	}
+	if data, err := os.ReadFile(daemonJSON); err != nil || string(data) != operator {
+		t.Errorf("daemon.json changed: %q, %v", data, err)
+	}
+
+	writeFile(t, daemonJSON, "{")
+	if code, _, stderr := runCLI("doctor", "--docker-config", "--config", cfg); code != exitError || !strings.Contains(stderr, "does not parse") {
+		t.Errorf("broken daemon.json: exit %d, stderr %q", code, stderr)
 	}
 }

@@ -32,7 +32,7 @@ const usage = `usage:
   imagegate run      [--config FILE]
   imagegate verify   [--policy-dir DIR] [--output text|json] [--offline [--state-dir DIR]] IMAGE...
   imagegate policy check [--policy-dir DIR]
-  imagegate doctor   [--config FILE]
+  imagegate doctor   [--config FILE] [--docker-config]
   imagegate version
 `
 

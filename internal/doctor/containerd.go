@@ -39,7 +39,10 @@ const (
 
 const callTimeout = 5 * time.Second
 
-func checkContainerd(ctx context.Context, cfg Config) []Result {
+// checkContainerd checks the containerd on containerd.address. withDocker
+// says that the Docker checks run too: a containerd whose CRI is disabled
+// then only serves dockerd, whose containers its NRI never sees.
+func checkContainerd(ctx context.Context, cfg Config, withDocker bool) []Result {
 	addr := cfg.ContainerdAddress
 	if addr == "" {
 		return []Result{fail("containerd", "containerd.address is empty in imagegate's config: set it to the socket of the node's containerd")}
@@ -67,6 +70,9 @@ func checkContainerd(ctx context.Context, cfg Config) []Result {
 		return append(rs, fail("containerd config", "%v", err))
 	}
 	rs = append(rs, ok("containerd config read from the process: %s", where))
+	if withDocker && CRIDisabled(dump) {
+		return append(rs, ok("containerd's CRI is disabled: it creates only dockerd's containers, checked above"))
+	}
 	nri, err := ParseNRI(dump)
 	if err != nil {
 		return append(rs, fail("containerd config", "%v", err))
@@ -193,6 +199,21 @@ func ConfigPath(argv []string) string {
 		}
 	}
 	return defaultContainerdConfig
+}
+
+// CRIDisabled reports whether a containerd config dump disables the CRI
+// plugin, as Docker's containerd.io package does: such a containerd runs no
+// Kubernetes containers.
+func CRIDisabled(dump []byte) bool {
+	var doc struct {
+		DisabledPlugins []string `toml:"disabled_plugins"`
+	}
+	if toml.Unmarshal(dump, &doc) != nil {
+		return false
+	}
+	return slices.ContainsFunc(doc.DisabledPlugins, func(p string) bool {
+		return p == "cri" || p == "io.containerd.grpc.v1.cri"
+	})
 }
 
 // NRI is containerd's NRI configuration, as its config dump shows it.

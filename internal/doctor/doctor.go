@@ -1,6 +1,8 @@
 // Package doctor checks that a node is set up for imagegate to protect it:
 // that the containerd which answers on the configured address calls
 // imagegate through NRI and refuses to create containers while it is down,
+// or on a Docker node that dockerd calls it through NRI and its
+// authorization plugin and creates containers only through imagegate-runc,
 // that the policy loads, its keys are safe, its registries answer, and the
 // clock can be trusted to judge scan ages.
 package doctor
@@ -8,6 +10,7 @@ package doctor
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 )
@@ -55,18 +58,71 @@ func warn(check, fix string, args ...any) Result {
 
 // Config is what the checks need of imagegate's daemon config.
 type Config struct {
+	// Runtime is containerd, docker or auto ("" is auto).
+	Runtime           string
 	ContainerdAddress string
 	NRISocket         string
 	PolicyDir         string
+	// DockerAddress is docker.address (unix:///run/docker.sock).
+	DockerAddress string
+	AuthzPlugin   string
+	GuardSocket   string
+
+	// For tests: the daemon.json named in fixes, the directory of
+	// dockerd's plugin sockets, and whether dockerd is installed.
+	daemonJSON       string
+	dockerPluginDir  string
+	dockerdInstalled func() bool
 }
 
-// Run runs every check and returns their results in report order.
+// Run runs every check and returns their results in report order: the
+// runtime's (containerd's, Docker's, or under auto those of each runtime
+// found on the node), the policy's, the clock's.
 func Run(ctx context.Context, cfg Config) []Result {
 	var rs []Result
-	rs = append(rs, checkContainerd(ctx, cfg)...)
+	docker, containerd := runtimes(cfg)
+	if docker {
+		rs = append(rs, checkDocker(ctx, cfg)...)
+	}
+	if containerd {
+		rs = append(rs, checkContainerd(ctx, cfg, docker)...)
+	}
 	rs = append(rs, checkPolicy(ctx, cfg.PolicyDir)...)
 	rs = append(rs, checkClock(ctx))
 	return rs
+}
+
+// runtimes decides which runtimes' checks run. Under auto: Docker's when
+// dockerd answers on docker.address or is installed, containerd's when
+// containerd answers on containerd.address; containerd's alone (which then
+// fail) when neither is found.
+func runtimes(cfg Config) (docker, containerd bool) {
+	switch cfg.Runtime {
+	case "containerd":
+		return false, true
+	case "docker":
+		return true, false
+	}
+	if cfg.DockerAddress != "" {
+		installed := cfg.dockerdInstalled
+		if installed == nil {
+			installed = dockerdInstalled
+		}
+		socket, err := DockerSocket(cfg.DockerAddress)
+		docker = err == nil && answers(socket) || installed()
+	}
+	containerd = cfg.ContainerdAddress != "" && answers(cfg.ContainerdAddress)
+	return docker, containerd || !docker
+}
+
+// answers reports whether something accepts connections on a unix socket.
+func answers(socket string) bool {
+	c, err := net.DialTimeout("unix", socket, callTimeout)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // Passed reports whether no check failed.
