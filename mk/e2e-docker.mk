@@ -22,7 +22,7 @@ E2E_DOCKER_CLI_DIR := $(E2E_CACHE)/docker-cli-$(DOCKER_CLI_VERSION)
 E2E_RUNC_DIR       := $(E2E_CACHE)/runc-$(RUNC_VERSION)
 E2E_DOCKER_TIMEOUT ?= 15m
 
-.PHONY: e2e-docker e2e-docker-tools e2e-docker-packages
+.PHONY: e2e-docker bench-docker e2e-docker-tools e2e-docker-packages
 
 # make build builds imagegate and the guard runtime imagegate-runc.
 e2e-docker: build e2e-docker-tools
@@ -35,7 +35,15 @@ e2e-docker: build e2e-docker-tools
 	E2E_BUSYBOX=/bin/busybox \
 	E2E_CRANE=$(CRANE) \
 	E2E_COSIGN=$(COSIGN) \
-	$(GO) test -tags e2edocker -v -count=1 -timeout $(E2E_DOCKER_TIMEOUT) ./test/e2edocker/
+	$(GO) test -tags e2edocker -v -count=1 -timeout $(E2E_DOCKER_TIMEOUT) $(E2E_DOCKER_RUN) ./test/e2edocker/
+
+# The Docker numbers of BENCHMARKS.md, in one run: TestDockerLatency, which
+# make e2e-docker skips (it needs IMAGEGATE_DOCKER_BENCH=1), alone. Batches:
+# IMAGEGATE_DOCKER_BENCH_BATCHES (20) of IMAGEGATE_DOCKER_BENCH_BATCH (10)
+# containers per side.
+bench-docker: export IMAGEGATE_DOCKER_BENCH = 1
+bench-docker: E2E_DOCKER_RUN = -run '^TestDockerLatency$$'
+bench-docker: e2e-docker
 
 # Everything the test runs, built or installed when missing.
 .SECONDEXPANSION:

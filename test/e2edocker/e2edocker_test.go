@@ -225,6 +225,8 @@ func TestDockerSwarm(t *testing.T) {
 			c.wantRunWorks(t, n, "shop/good:1")
 		}
 	})
+
+	t.Run("restart refused under a stricter policy, admissions survive imagegate's restart", c.testRestart)
 }
 
 // setUp builds the swarm and registers its teardown.

@@ -54,6 +54,9 @@ type EngineOptions struct {
 	// Guard is the guard runtime made dockerd's default runtime; "" for
 	// plain runc.
 	Guard string
+	// NoNRI leaves dockerd's NRI off, as Docker ships it: an engine
+	// without imagegate.
+	NoNRI bool
 }
 
 // NewEngine writes the configs of an engine under dir, which must be short:
@@ -110,6 +113,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri"]
 		},
 		"insecure-registries": []string{o.Registry},
 		"shutdown-timeout":    3,
+	}
+	if o.NoNRI {
+		delete(daemon, "nri-opts")
 	}
 	if o.AuthzPlugin != "" {
 		daemon["authorization-plugins"] = []string{o.AuthzPlugin}
