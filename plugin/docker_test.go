@@ -397,19 +397,7 @@ func TestDockerSwarmTasks(t *testing.T) {
 				{name: "exempt image needs no digest", ctr: swarmContainer("c6", "texempt", nil)},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
-					err := e.rt.create(tc.ctr)
-					if tc.want == "" {
-						if err != nil {
-							t.Fatalf("denied: %v", err)
-						}
-						return
-					}
-					if err == nil {
-						t.Fatalf("allowed, want %q", tc.want)
-					}
-					if got, want := err.Error(), rpcPrefix+tc.want; got != want {
-						t.Errorf("error:\n got %s\nwant %s", got, want)
-					}
+					e.wantCreate(t, tc.ctr, tc.want)
 				})
 			}
 			// The guard finds what NRI admitted, and only that.

@@ -215,6 +215,25 @@ func (e *env) push(repoTag string, signers ...string) name.Digest {
 
 func (e *env) image(repoTag string) string { return e.reg.Host + "/" + repoTag }
 
+// wantCreate creates ctr through the runtime and checks that it is
+// allowed when want is "", and else denied with exactly the error want.
+func (e *env) wantCreate(t *testing.T, ctr *api.Container, want string) {
+	t.Helper()
+	err := e.rt.create(ctr)
+	if want == "" {
+		if err != nil {
+			t.Fatalf("denied: %v", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("allowed, want %q", want)
+	}
+	if got, want := err.Error(), rpcPrefix+want; got != want {
+		t.Errorf("error:\n got %s\nwant %s", got, want)
+	}
+}
+
 // metric returns the value of the counter or gauge name with labels.
 func (e *env) metric(metricName string, labels ...string) float64 {
 	e.t.Helper()

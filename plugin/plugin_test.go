@@ -138,19 +138,7 @@ func TestCreateContainer(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := e.rt.create(tc.ctr)
-			if tc.want == "" {
-				if err != nil {
-					t.Fatalf("denied: %v", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("allowed, want %q", tc.want)
-			}
-			if got, want := err.Error(), rpcPrefix+tc.want; got != want {
-				t.Errorf("error:\n got %s\nwant %s", got, want)
-			}
+			e.wantCreate(t, tc.ctr, tc.want)
 		})
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -25,17 +24,15 @@ const notPresent = `required plugin "imagegate" not present`
 // node is the machine under test: a registry, a containerd with imagegate
 // required, imagegate, and a pod to create containers in.
 type node struct {
-	t          *testing.T
-	tools      Tools
-	dir        string
-	registry   string
+	t     *testing.T
+	tools Tools
+	dir   string
+	// The registry with the test's images, and the policy.
+	*e2eutil.Site
 	containerd *Containerd
-	imagegate  *Imagegate
+	imagegate  *e2eutil.Imagegate
 	cri        *CRI
 	pod        *Pod
-	images     *e2eutil.Images
-	cosign     e2eutil.Cosign
-	policyDir  string
 	// names makes container names unique: a name stays taken by a
 	// created container.
 	names int
@@ -80,7 +77,7 @@ func TestEndToEnd(t *testing.T) {
 		ref := n.pull("shop/moved:1")
 		unsigned := n.digest("shop/moved:1")
 		signed := n.digest("shop/moved:signed")
-		if err := n.images.Tag(n.registry+"/shop/moved", signed, "1"); err != nil {
+		if err := n.Images.Tag(n.Registry+"/shop/moved", signed, "1"); err != nil {
 			t.Fatal(err)
 		}
 		n.wantDenied(t, ref, "shop/moved:1", unsigned, "missing ci (no signature)")
@@ -146,8 +143,8 @@ func TestEndToEnd(t *testing.T) {
 			"OK  NRI enabled in containerd",
 			`OK  fail-closed: containerd requires NRI plugin imagegate`,
 			"OK  NRI socket " + n.containerd.NRISocket + " reachable",
-			"OK  policy " + n.policyDir + ": 3 signers, 1 rules",
-			"OK  registry " + n.registry + " reachable",
+			"OK  policy " + n.PolicyDir + ": 3 signers, 1 rules",
+			"OK  registry " + n.Registry + " reachable",
 		} {
 			if !strings.Contains(out, want) {
 				t.Errorf("imagegate doctor said\n%s\nwhich lacks %q", out, want)
@@ -158,7 +155,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("doctor fails a fail-open containerd", func(t *testing.T) {
 		dir := filepath.Join(n.dir, "o")
 		open, err := NewContainerd(n.tools, dir, ContainerdOptions{
-			Registry: n.registry, PauseImage: n.registry + "/pause:1", FailOpen: true,
+			Registry: n.Registry, PauseImage: n.Registry + "/pause:1", FailOpen: true,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -171,7 +168,7 @@ func TestEndToEnd(t *testing.T) {
 				t.Error(err)
 			}
 		}()
-		g, err := NewImagegate(n.tools.Imagegate, dir, n.policyDir, open)
+		g, err := NewImagegate(n.tools.Imagegate, dir, n.PolicyDir, open)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,32 +191,29 @@ func setUp(t *testing.T) *node {
 		t.Fatal(err)
 	}
 	// Short: containerd's sockets live below it.
-	dir, err := os.MkdirTemp("", "ige2e-")
+	dir, err := e2eutil.WorkDir("ige2e-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e2eutil.Preflight(dir); err != nil {
-		os.RemoveAll(dir)
-		t.Fatalf("containers cannot run on this machine: %v", err)
-	}
-	n := &node{t: t, tools: tools, dir: dir, cosign: e2eutil.Cosign{Bin: tools.Cosign, Dir: filepath.Join(dir, "keys")}}
+	n := &node{t: t, tools: tools, dir: dir}
 	t.Cleanup(n.tearDown)
 
 	start := time.Now()
-	reg, addr, err := e2eutil.StartRegistry(tools.Crane, dir)
+	n.Site, err = e2eutil.NewSite(tools.Crane, tools.Busybox, tools.Cosign, dir, []e2eutil.SignedImage{
+		{Ref: "pause:1"},
+		{Ref: "shop/good:1", Signers: []string{"ci", "staging"}, Report: "trivy-clean.json"},
+		{Ref: "shop/unsigned:1"},
+		{Ref: "shop/under:1", Signers: []string{"ci"}, Report: "trivy-clean.json"},
+		{Ref: "shop/critical:1", Signers: []string{"ci", "staging"}, Report: "trivy-critical.json"},
+		{Ref: "other/thing:1", Signers: []string{"ci", "staging"}, Report: "trivy-clean.json"},
+		{Ref: "shop/moved:1"},
+		{Ref: "shop/moved:signed", Signers: []string{"ci", "staging"}, Report: "trivy-clean.json"},
+	})
+	t.Cleanup(n.Site.Stop)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { reg.Stop() })
-	n.registry = addr
-
-	n.images, err = e2eutil.NewImages(tools.Crane, tools.Busybox, filepath.Join(dir, "images"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.policyDir = filepath.Join(dir, "policy.d")
-	n.writePolicy()
-	n.pushImages()
+	addr := n.Registry
 	t.Logf("registry %s with signed images and policy ready in %s", addr, time.Since(start).Round(time.Millisecond))
 
 	start = time.Now()
@@ -232,7 +226,7 @@ func setUp(t *testing.T) *node {
 	if err := n.containerd.Start(); err != nil {
 		t.Fatalf("%v%s", err, n.containerd.Tail(30))
 	}
-	n.imagegate, err = NewImagegate(tools.Imagegate, dir, n.policyDir, n.containerd)
+	n.imagegate, err = NewImagegate(tools.Imagegate, dir, n.PolicyDir, n.containerd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,89 +248,6 @@ func setUp(t *testing.T) *node {
 	}
 	t.Logf("containerd, imagegate and a pod up in %s", time.Since(start).Round(time.Millisecond))
 	return n
-}
-
-func (n *node) writePolicy() {
-	t := n.t
-	if err := os.MkdirAll(n.cosign.Dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(n.policyDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	pubs := map[string]string{}
-	for _, name := range []string{"ci", "staging", "scanner"} {
-		pub, err := n.cosign.GenerateKey(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pubs[name] = pub
-	}
-	policy := fmt.Sprintf(`signers:
-  - name: ci
-    key: %s
-  - name: staging
-    key: %s
-  - name: scanner
-    key: %s
-registries:
-  - host: %s
-    insecure: true
-rules:
-  - name: shop
-    images: ["%[4]s/shop/**"]
-    mode: enforce
-    signatures:
-      threshold: 2
-      signers: [ci, staging]
-      required: [ci]
-    scan:
-      attestors: [scanner]
-      maxSeverity: high
-      maxAge: 24h
-defaults:
-  unmatched: deny
-`, pubs["ci"], pubs["staging"], pubs["scanner"], n.registry)
-	if err := os.WriteFile(filepath.Join(n.policyDir, "50-e2e.yaml"), []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// pushImages pushes and signs the images of the test.
-func (n *node) pushImages() {
-	t := n.t
-	reports := filepath.Join("..", "..", "verify", "testdata", "reports")
-	for _, img := range []struct {
-		ref     string
-		signers []string
-		report  string
-	}{
-		{"pause:1", nil, ""},
-		{"shop/good:1", []string{"ci", "staging"}, "trivy-clean.json"},
-		{"shop/unsigned:1", nil, ""},
-		{"shop/under:1", []string{"ci"}, "trivy-clean.json"},
-		{"shop/critical:1", []string{"ci", "staging"}, "trivy-critical.json"},
-		{"other/thing:1", []string{"ci", "staging"}, "trivy-clean.json"},
-		{"shop/moved:1", nil, ""},
-		{"shop/moved:signed", []string{"ci", "staging"}, "trivy-clean.json"},
-	} {
-		d, err := n.images.Push(n.registry + "/" + img.ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		repo, _, _ := strings.Cut(img.ref, ":")
-		pinned := n.registry + "/" + repo + "@" + d
-		for _, s := range img.signers {
-			if err := n.cosign.Sign(s, pinned); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if img.report != "" {
-			if err := n.cosign.AttestVuln("scanner", pinned, filepath.Join(reports, img.report), time.Now()); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 }
 
 func (n *node) tearDown() {
@@ -364,14 +275,7 @@ func (n *node) tearDown() {
 		}
 		e2eutil.KillShims(n.containerd.Socket)
 	}
-	e2eutil.UnmountUnder(n.dir)
-	if os.Getenv("E2E_KEEP") != "" {
-		t.Logf("kept %s (E2E_KEEP)", n.dir)
-		return
-	}
-	if err := os.RemoveAll(n.dir); err != nil {
-		t.Errorf("removing %s: %v", n.dir, err)
-	}
+	e2eutil.RemoveWorkDir(t, n.dir)
 }
 
 // doctor runs imagegate doctor with the daemon config cfg.
@@ -393,7 +297,7 @@ func (n *node) doctor(cfg string) (string, int) {
 func (n *node) pull(ref string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	id, err := n.cri.Pull(ctx, n.registry+"/"+ref)
+	id, err := n.cri.Pull(ctx, n.Registry+"/"+ref)
 	if err != nil {
 		n.t.Fatalf("pull %s: %v", ref, err)
 	}
@@ -402,7 +306,7 @@ func (n *node) pull(ref string) string {
 
 // digest returns the digest the registry serves for host/ref now.
 func (n *node) digest(ref string) string {
-	d, err := e2eutil.Run(nil, n.tools.Crane, "digest", n.registry+"/"+ref)
+	d, err := e2eutil.Run(nil, n.tools.Crane, "digest", n.Registry+"/"+ref)
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -415,7 +319,7 @@ func (n *node) create(imageRef, userImage string) (string, error) {
 	n.names++
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return n.cri.CreateContainer(ctx, n.pod, fmt.Sprintf("c%d", n.names), imageRef, n.registry+"/"+userImage)
+	return n.cri.CreateContainer(ctx, n.pod, fmt.Sprintf("c%d", n.names), imageRef, n.Registry+"/"+userImage)
 }
 
 // createDecided creates a container that must be allowed right after

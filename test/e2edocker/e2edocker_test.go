@@ -32,16 +32,13 @@ type node struct {
 
 // cluster is the machine under test.
 type cluster struct {
-	t         *testing.T
-	tools     Tools
-	dir       string
-	registry  string
-	images    *e2eutil.Images
-	cosign    e2eutil.Cosign
-	policyDir string
+	t     *testing.T
+	tools Tools
+	dir   string
+	// The registry with the test's images, and the policy.
+	*e2eutil.Site
 	// nodes: manager first.
-	nodes   []*node
-	digests map[string]string
+	nodes []*node
 	// madeDirs are host directories the test created, deepest first.
 	madeDirs []string
 	// names makes service and container names unique.
@@ -70,7 +67,7 @@ func TestDockerSwarm(t *testing.T) {
 	})
 
 	t.Run("update to a critical image is rejected and the old task keeps running", func(t *testing.T) {
-		critical := c.registry + "/shop/critical:1"
+		critical := c.Registry + "/shop/critical:1"
 		for _, n := range c.nodes {
 			svc := c.service(t, n, "shop/good:1")
 			old := c.waitTask(t, svc, "running on the "+n.role, 60*time.Second, func(tk Task) bool {
@@ -85,7 +82,7 @@ func TestDockerSwarm(t *testing.T) {
 				t.Errorf("%s: neither the CVE nor a missing digest named", tk)
 			}
 			// Pinned, as a deploy pipeline does: judged by the scan.
-			c.updateRejected(t, svc, n, critical+"@"+c.digests["shop/critical:1"], old, criticalReason)
+			c.updateRejected(t, svc, n, critical+"@"+c.Digests["shop/critical:1"], old, criticalReason)
 		}
 	})
 
@@ -93,14 +90,14 @@ func TestDockerSwarm(t *testing.T) {
 		// shop/moved:1 is unsigned when the services are created, and the
 		// CLI pins that digest; the tag then moves to a signed image. Every
 		// retry must still be judged by (and denied for) the pinned digest.
-		unsigned, signed := c.digests["shop/moved:1"], c.digests["shop/moved:signed"]
+		unsigned, signed := c.Digests["shop/moved:1"], c.Digests["shop/moved:signed"]
 		var svcs []string
 		for _, n := range c.nodes {
 			svc := c.service(t, n, "shop/moved:1")
 			svcs = append(svcs, svc)
 			c.wantRejected(t, svc, n, time.Time{}, unsignedReason)
 		}
-		if err := c.images.Tag(c.registry+"/shop/moved", signed, "1"); err != nil {
+		if err := c.Images.Tag(c.Registry+"/shop/moved", signed, "1"); err != nil {
 			t.Fatal(err)
 		}
 		since := time.Now()
@@ -189,7 +186,7 @@ func TestDockerSwarm(t *testing.T) {
 		since := time.Now().Add(-time.Second)
 		regs := map[*node]float64{}
 		for _, n := range c.nodes {
-			r, err := n.imagegate.Metric("imagegate_nri_registrations_total")
+			r, err := n.imagegate.Registrations()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -214,7 +211,7 @@ func TestDockerSwarm(t *testing.T) {
 			}
 			// A reload drops external NRI plugins without a word:
 			// imagegate must register with the new NRI instance.
-			if err := n.imagegate.WaitConnected(regs[n], 20*time.Second); err != nil {
+			if err := n.imagegate.WaitRegistered(regs[n], 20*time.Second); err != nil {
 				t.Fatalf("%v%s", err, n.imagegate.Tail(20))
 			}
 		}
@@ -236,32 +233,26 @@ func setUp(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	// Short: the engines' sockets live below it.
-	dir, err := os.MkdirTemp("", "igd-")
+	dir, err := e2eutil.WorkDir("igd-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e2eutil.Preflight(dir); err != nil {
-		os.RemoveAll(dir)
-		t.Fatalf("containers cannot run on this machine: %v", err)
-	}
-	c := &cluster{t: t, tools: tools, dir: dir, digests: map[string]string{},
-		cosign: e2eutil.Cosign{Bin: tools.Cosign, Dir: filepath.Join(dir, "keys")}}
+	c := &cluster{t: t, tools: tools, dir: dir}
 	t.Cleanup(c.tearDown)
 
 	start := time.Now()
-	reg, addr, err := e2eutil.StartRegistry(tools.Crane, dir)
+	c.Site, err = e2eutil.NewSite(tools.Crane, tools.Busybox, tools.Cosign, dir, []e2eutil.SignedImage{
+		{Ref: "shop/good:1", Signers: []string{"ci", "staging"}, Report: "trivy-clean.json"},
+		{Ref: "shop/unsigned:1"},
+		{Ref: "shop/critical:1", Signers: []string{"ci", "staging"}, Report: "trivy-critical.json"},
+		{Ref: "shop/moved:1"},
+		{Ref: "shop/moved:signed", Signers: []string{"ci", "staging"}, Report: "trivy-clean.json"},
+	})
+	t.Cleanup(c.Site.Stop)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { reg.Stop() })
-	c.registry = addr
-	c.images, err = e2eutil.NewImages(tools.Crane, tools.Busybox, filepath.Join(dir, "images"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.policyDir = filepath.Join(dir, "policy.d")
-	c.writePolicy()
-	c.pushImages()
+	addr := c.Registry
 	t.Logf("registry %s with signed images and policy ready in %s", addr, time.Since(start).Round(time.Millisecond))
 
 	start = time.Now()
@@ -279,7 +270,7 @@ func setUp(t *testing.T) *cluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		g, err := NewImagegate(tools, filepath.Join(edir, "ig"), c.policyDir, authz, e)
+		g, err := NewImagegate(tools, filepath.Join(edir, "ig"), c.PolicyDir, authz, e)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -356,7 +347,7 @@ func setUp(t *testing.T) *cluster {
 // and serves its authorization plugin.
 func (c *cluster) waitServing(t *testing.T, n *node) {
 	t.Helper()
-	if err := n.imagegate.WaitConnected(0, 20*time.Second); err != nil {
+	if err := n.imagegate.WaitRegistered(0, 20*time.Second); err != nil {
 		t.Fatalf("%v%s", err, n.imagegate.Tail(30))
 	}
 	if err := e2eutil.WaitFor(10*time.Second, n.imagegate.Name+" serves its authorization plugin", n.imagegate.AuthzServed); err != nil {
@@ -370,87 +361,6 @@ func (c *cluster) pluginDirs() {
 	for _, d := range []string{filepath.Dir(PluginDir), PluginDir} {
 		if _, err := os.Stat(d); os.IsNotExist(err) {
 			c.madeDirs = append([]string{d}, c.madeDirs...)
-		}
-	}
-}
-
-func (c *cluster) writePolicy() {
-	t := c.t
-	if err := os.MkdirAll(c.cosign.Dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(c.policyDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	pubs := map[string]string{}
-	for _, name := range []string{"ci", "staging", "scanner"} {
-		pub, err := c.cosign.GenerateKey(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pubs[name] = pub
-	}
-	policy := fmt.Sprintf(`signers:
-  - name: ci
-    key: %s
-  - name: staging
-    key: %s
-  - name: scanner
-    key: %s
-registries:
-  - host: %s
-    insecure: true
-rules:
-  - name: shop
-    images: ["%[4]s/shop/**"]
-    mode: enforce
-    signatures:
-      threshold: 2
-      signers: [ci, staging]
-      required: [ci]
-    scan:
-      attestors: [scanner]
-      maxSeverity: high
-      maxAge: 24h
-defaults:
-  unmatched: deny
-`, pubs["ci"], pubs["staging"], pubs["scanner"], c.registry)
-	if err := os.WriteFile(filepath.Join(c.policyDir, "50-e2e.yaml"), []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// pushImages pushes and signs the images of the test.
-func (c *cluster) pushImages() {
-	t := c.t
-	reports := filepath.Join("..", "..", "verify", "testdata", "reports")
-	for _, img := range []struct {
-		ref     string
-		signers []string
-		report  string
-	}{
-		{"shop/good:1", []string{"ci", "staging"}, "trivy-clean.json"},
-		{"shop/unsigned:1", nil, ""},
-		{"shop/critical:1", []string{"ci", "staging"}, "trivy-critical.json"},
-		{"shop/moved:1", nil, ""},
-		{"shop/moved:signed", []string{"ci", "staging"}, "trivy-clean.json"},
-	} {
-		d, err := c.images.Push(c.registry + "/" + img.ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.digests[img.ref] = d
-		repo, _, _ := strings.Cut(img.ref, ":")
-		pinned := c.registry + "/" + repo + "@" + d
-		for _, s := range img.signers {
-			if err := c.cosign.Sign(s, pinned); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if img.report != "" {
-			if err := c.cosign.AttestVuln("scanner", pinned, filepath.Join(reports, img.report), time.Now()); err != nil {
-				t.Fatal(err)
-			}
 		}
 	}
 }
@@ -495,14 +405,7 @@ func (c *cluster) tearDown() {
 	for _, d := range c.madeDirs {
 		_ = os.Remove(d) // only when empty
 	}
-	e2eutil.UnmountUnder(c.dir)
-	if os.Getenv("E2E_KEEP") != "" {
-		t.Logf("kept %s (E2E_KEEP)", c.dir)
-		return
-	}
-	if err := os.RemoveAll(c.dir); err != nil {
-		t.Errorf("removing %s: %v", c.dir, err)
-	}
+	e2eutil.RemoveWorkDir(t, c.dir)
 }
 
 // service creates a service of image (relative to the registry) placed on
@@ -516,7 +419,7 @@ func (c *cluster) service(t *testing.T, n *node, image string) string {
 		"--constraint", "node.role=="+n.role,
 		"--restart-delay", "1s", "--stop-grace-period", "1s",
 		"--update-order", "start-first", "--update-failure-action", "pause",
-		c.registry+"/"+image)
+		c.Registry+"/"+image)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -621,7 +524,7 @@ func (c *cluster) wantRunRefused(t *testing.T, n *node, image string, want ...st
 	t.Helper()
 	c.names++
 	name := fmt.Sprintf("r%d", c.names)
-	out, err := n.engine.Docker("run", "-d", "--name", name, "--stop-timeout", "1", c.registry+"/"+image)
+	out, err := n.engine.Docker("run", "-d", "--name", name, "--stop-timeout", "1", c.Registry+"/"+image)
 	defer n.engine.Docker("rm", "-f", name)
 	if err == nil {
 		t.Errorf("docker run %s on the %s started %s, want it refused", image, n.role, out)
@@ -641,7 +544,7 @@ func (c *cluster) wantRunWorks(t *testing.T, n *node, image string) {
 	t.Helper()
 	c.names++
 	name := fmt.Sprintf("r%d", c.names)
-	if _, err := n.engine.Docker("run", "-d", "--name", name, "--stop-timeout", "1", c.registry+"/"+image); err != nil {
+	if _, err := n.engine.Docker("run", "-d", "--name", name, "--stop-timeout", "1", c.Registry+"/"+image); err != nil {
 		t.Errorf("docker run %s on the %s: %v", image, n.role, err)
 		return
 	}
@@ -660,7 +563,7 @@ func (c *cluster) wantRunWorks(t *testing.T, n *node, image string) {
 // container of image that runs on n now, or "": the container processes
 // are found as children of the shims of n's containerd.
 func (c *cluster) running(n *node, image string) string {
-	want := c.registry + "/" + image
+	want := c.Registry + "/" + image
 	procs, _ := filepath.Glob("/proc/[0-9]*/root/etc/e2e-image")
 	for _, f := range procs {
 		b, err := os.ReadFile(f)

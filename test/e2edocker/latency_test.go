@@ -37,7 +37,7 @@ func TestDockerLatency(t *testing.T) {
 	}
 	batches, perBatch := envInt(t, "IMAGEGATE_DOCKER_BENCH_BATCHES", 20), envInt(t, "IMAGEGATE_DOCKER_BENCH_BATCH", 10)
 	b := setUpBench(t)
-	image := b.c.registry + "/shop/good:1"
+	image := b.c.Registry + "/shop/good:1"
 
 	type side struct {
 		name    string
@@ -220,43 +220,22 @@ func setUpBench(t *testing.T) *bench {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "igb-")
+	dir, err := e2eutil.WorkDir("igb-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e2eutil.Preflight(dir); err != nil {
-		os.RemoveAll(dir)
-		t.Fatalf("containers cannot run on this machine: %v", err)
-	}
-	c := &cluster{t: t, tools: tools, dir: dir, digests: map[string]string{},
-		cosign: e2eutil.Cosign{Bin: tools.Cosign, Dir: filepath.Join(dir, "keys")}}
+	c := &cluster{t: t, tools: tools, dir: dir}
 	b := &bench{c: c}
 	t.Cleanup(b.tearDown)
 
-	reg, addr, err := e2eutil.StartRegistry(tools.Crane, dir)
+	c.Site, err = e2eutil.NewSite(tools.Crane, tools.Busybox, tools.Cosign, dir, []e2eutil.SignedImage{
+		{Ref: "shop/good:1", Signers: []string{"ci", "staging"}, Report: "trivy-clean.json"},
+	})
+	t.Cleanup(c.Site.Stop)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { reg.Stop() })
-	c.registry = addr
-	if c.images, err = e2eutil.NewImages(tools.Crane, tools.Busybox, filepath.Join(dir, "images")); err != nil {
-		t.Fatal(err)
-	}
-	c.policyDir = filepath.Join(dir, "policy.d")
-	c.writePolicy()
-	d, err := c.images.Push(addr + "/shop/good:1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pinned := addr + "/shop/good@" + d
-	for _, s := range []string{"ci", "staging"} {
-		if err := c.cosign.Sign(s, pinned); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := c.cosign.AttestVuln("scanner", pinned, filepath.Join("..", "..", "verify", "testdata", "reports", "trivy-clean.json"), time.Now()); err != nil {
-		t.Fatal(err)
-	}
+	addr := c.Registry
 
 	c.pluginDirs()
 	authz := fmt.Sprintf("imagegate-e2e%d-b", os.Getpid())
@@ -265,7 +244,7 @@ func setUpBench(t *testing.T) *bench {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if b.g, err = NewImagegate(tools, filepath.Join(dir, "b", "ig"), c.policyDir, authz, b.gated); err != nil {
+	if b.g, err = NewImagegate(tools, filepath.Join(dir, "b", "ig"), c.PolicyDir, authz, b.gated); err != nil {
 		t.Fatal(err)
 	}
 	// Measured at the level a node runs at, not the e2e test's debug.
@@ -299,7 +278,7 @@ func setUpBench(t *testing.T) *bench {
 			t.Fatal(err)
 		}
 	}
-	if err := b.g.WaitConnected(0, 20*time.Second); err != nil {
+	if err := b.g.WaitRegistered(0, 20*time.Second); err != nil {
 		t.Fatalf("%v%s", err, b.g.Tail(30))
 	}
 	return b
@@ -328,12 +307,5 @@ func (b *bench) tearDown() {
 	for _, d := range b.c.madeDirs {
 		_ = os.Remove(d) // only when empty
 	}
-	e2eutil.UnmountUnder(b.c.dir)
-	if os.Getenv("E2E_KEEP") != "" {
-		t.Logf("kept %s (E2E_KEEP)", b.c.dir)
-		return
-	}
-	if err := os.RemoveAll(b.c.dir); err != nil {
-		t.Errorf("removing %s: %v", b.c.dir, err)
-	}
+	e2eutil.RemoveWorkDir(t, b.c.dir)
 }

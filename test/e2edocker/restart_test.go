@@ -24,7 +24,7 @@ func (c *cluster) testRestart(t *testing.T) {
 	for _, n := range c.nodes {
 		c.names++
 		name := fmt.Sprintf("rs%d", c.names)
-		id, err := n.engine.Docker("run", "-d", "--name", name, "--stop-timeout", "1", c.registry+"/shop/good:1")
+		id, err := n.engine.Docker("run", "-d", "--name", name, "--stop-timeout", "1", c.Registry+"/shop/good:1")
 		if err != nil {
 			t.Fatalf("docker run shop/good:1 on the %s: %v", n.role, err)
 		}
@@ -32,7 +32,7 @@ func (c *cluster) testRestart(t *testing.T) {
 		names[n] = name
 		c.wantState(t, n, name, "true")
 		// Admitted through NRI: the record the guard answers restarts from.
-		rec := filepath.Join(n.imagegate.dir, "state", "admissions", id)
+		rec := filepath.Join(n.imagegate.StateDir, "admissions", id)
 		if _, err := os.Stat(rec); err != nil {
 			t.Fatalf("%s: no admission record for %.12s: %v", n.role, id, err)
 		}
@@ -40,12 +40,12 @@ func (c *cluster) testRestart(t *testing.T) {
 
 	// A stricter policy: a release signature, which shop/good:1 lacks, is
 	// now required.
-	file := filepath.Join(c.policyDir, "50-e2e.yaml")
+	file := filepath.Join(c.PolicyDir, "50-e2e.yaml")
 	orig, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := c.cosign.GenerateKey("release")
+	pub, err := c.Cosign.GenerateKey("release")
 	if err != nil {
 		t.Fatal(err)
 	}
