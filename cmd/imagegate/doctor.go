@@ -42,6 +42,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		DockerAddress:     cfg.Docker.Address,
 		AuthzPlugin:       cfg.Docker.AuthzPlugin,
 		GuardSocket:       cfg.Guard.Socket,
+		MetricsListen:     cfg.MetricsListen,
 	})
 	for _, r := range results {
 		fmt.Fprintln(stdout, r)

@@ -16,14 +16,14 @@ func TestDoctorExitStatus(t *testing.T) {
 		t.Errorf("an extra argument: exit %d, want %d", code, exitError)
 	}
 
-	// No containerd and an invalid policy: each shows as a failed check,
-	// and the clock is still judged.
+	// No containerd, no daemon to ask and an invalid policy: each shows
+	// as a check, and the clock is still judged.
 	c := newCLI(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "containerd.sock")
 	cfg := filepath.Join(dir, "imagegate.yaml")
 	writeFile(t, filepath.Join(c.dir, "zz-broken.yaml"), "rules: [{name: x}]\n")
-	writeFile(t, cfg, fmt.Sprintf("policyDir: %s\nruntime: containerd\ncontainerd:\n  address: %s\n", c.dir, sock))
+	writeFile(t, cfg, fmt.Sprintf("policyDir: %s\nruntime: containerd\ncontainerd:\n  address: %s\nmetrics:\n  listen: \"\"\n", c.dir, sock))
 	code, stdout, _ := runCLI("doctor", "--config", cfg)
 	if code != exitDenied {
 		t.Errorf("exit %d, want %d", code, exitDenied)
@@ -31,6 +31,7 @@ func TestDoctorExitStatus(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
 	for i, prefix := range []string{
 		"FAIL containerd: no answer on " + sock,
+		"WARN imagegate daemon: cannot tell whether imagegate runs and is connected: metrics.listen is empty in its config",
 		"FAIL policy " + c.dir + ": does not load (",
 	} {
 		if i >= len(lines) || !strings.HasPrefix(lines[i], prefix) {

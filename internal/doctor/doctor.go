@@ -67,6 +67,9 @@ type Config struct {
 	DockerAddress string
 	AuthzPlugin   string
 	GuardSocket   string
+	// MetricsListen is metrics.listen, where the running daemon says
+	// whether it is connected.
+	MetricsListen string
 
 	// For tests: the daemon.json named in fixes, the directory of
 	// dockerd's plugin sockets, and whether dockerd is installed.
@@ -87,6 +90,7 @@ func Run(ctx context.Context, cfg Config) []Result {
 	if containerd {
 		rs = append(rs, checkContainerd(ctx, cfg, docker)...)
 	}
+	rs = append(rs, checkDaemon(ctx, cfg.MetricsListen))
 	rs = append(rs, checkPolicy(ctx, cfg.PolicyDir)...)
 	rs = append(rs, checkClock(ctx))
 	return rs

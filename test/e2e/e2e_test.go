@@ -143,6 +143,7 @@ func TestEndToEnd(t *testing.T) {
 			"OK  NRI enabled in containerd",
 			`OK  fail-closed: containerd requires NRI plugin imagegate`,
 			"OK  NRI socket " + n.containerd.NRISocket + " reachable",
+			"OK  imagegate runs and is connected to the runtime's NRI (http://",
 			"OK  policy " + n.PolicyDir + ": 3 signers, 1 rules",
 			"OK  registry " + n.Registry + " reachable",
 		} {
