@@ -117,26 +117,11 @@ func ParseVersion(v string) (major, minor int, err error) {
 // merged with every drop-in that file imports. A fixed path would be the
 // wrong file on k3s, rke2 or any node that starts containerd with --config.
 func effectiveConfig(ctx context.Context, addr string) (dump []byte, where string, err error) {
-	pid, err := peerPID(addr)
+	pid, path, err := processConfig(addr, ConfigPath)
 	if err != nil {
-		return nil, "", fmt.Errorf("cannot find the process behind %s: %v", addr, err)
-	}
-	if pid == 0 {
-		return nil, "", fmt.Errorf("the process behind %s is in another PID namespace: run imagegate doctor in the host's", addr)
+		return nil, "", err
 	}
 	proc := fmt.Sprintf("/proc/%d", pid)
-	raw, err := os.ReadFile(proc + "/cmdline")
-	if err != nil {
-		return nil, "", fmt.Errorf("pid %d behind %s: %v", pid, addr, err)
-	}
-	path := ConfigPath(strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00"))
-	if !filepath.IsAbs(path) {
-		cwd, err := os.Readlink(proc + "/cwd")
-		if err != nil {
-			return nil, "", fmt.Errorf("pid %d: config %s is relative and its working directory unknown: %v", pid, path, err)
-		}
-		path = filepath.Join(cwd, path)
-	}
 	exe, err := os.Readlink(proc + "/exe")
 	if err != nil {
 		return nil, "", fmt.Errorf("pid %d: %v", pid, err)
@@ -178,17 +163,44 @@ func peerPID(socket string) (int, error) {
 	return int(cred.Pid), nil
 }
 
-// ConfigPath returns the config file named on containerd's command line,
-// argv as in /proc/PID/cmdline. containerd's flag parser takes -c, -config
-// and --config, with the value after a space or an equals sign.
-func ConfigPath(argv []string) string {
+// processConfig finds the process that listens on socket and the config
+// file its command line names (configPath reads it from argv), made
+// absolute: the file that daemon really runs with, whatever the defaults.
+func processConfig(socket string, configPath func(argv []string) string) (pid int, path string, err error) {
+	pid, err = peerPID(socket)
+	if err != nil {
+		return 0, "", fmt.Errorf("cannot find the process behind %s: %v", socket, err)
+	}
+	if pid == 0 {
+		return 0, "", fmt.Errorf("the process behind %s is in another PID namespace: run imagegate doctor in the host's", socket)
+	}
+	proc := fmt.Sprintf("/proc/%d", pid)
+	raw, err := os.ReadFile(proc + "/cmdline")
+	if err != nil {
+		return 0, "", fmt.Errorf("pid %d behind %s: %v", pid, socket, err)
+	}
+	path = configPath(strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00"))
+	if !filepath.IsAbs(path) {
+		cwd, err := os.Readlink(proc + "/cwd")
+		if err != nil {
+			return 0, "", fmt.Errorf("pid %d: config %s is relative and its working directory unknown: %v", pid, path, err)
+		}
+		path = filepath.Join(cwd, path)
+	}
+	return pid, path, nil
+}
+
+// flagValue returns the value of the first flag in argv (after argv[0],
+// before "--") that isFlag accepts, written "FLAG VALUE" or "FLAG=VALUE";
+// def when there is none.
+func flagValue(argv []string, isFlag func(flag string) bool, def string) string {
 	for i := 1; i < len(argv); i++ {
 		a := argv[i]
 		if a == "--" {
 			break
 		}
-		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || name != "c" && name != "config" {
+		flag, value, hasValue := strings.Cut(a, "=")
+		if !isFlag(flag) {
 			continue
 		}
 		if hasValue {
@@ -198,7 +210,17 @@ func ConfigPath(argv []string) string {
 			return argv[i+1]
 		}
 	}
-	return defaultContainerdConfig
+	return def
+}
+
+// ConfigPath returns the config file named on containerd's command line,
+// argv as in /proc/PID/cmdline. containerd's flag parser takes -c, -config
+// and --config, with the value after a space or an equals sign.
+func ConfigPath(argv []string) string {
+	return flagValue(argv, func(flag string) bool {
+		name := strings.TrimLeft(flag, "-")
+		return strings.HasPrefix(flag, "-") && (name == "c" || name == "config")
+	}, defaultContainerdConfig)
 }
 
 // CRIDisabled reports whether a containerd config dump disables the CRI

@@ -246,50 +246,15 @@ func (d dockerChecks) checkAuthzSocket() Result {
 // DaemonJSONPath returns the daemon.json of the dockerd that listens on
 // socket: its --config-file, made absolute, or Docker's default.
 func DaemonJSONPath(socket string) (string, error) {
-	pid, err := peerPID(socket)
-	if err != nil {
-		return "", fmt.Errorf("cannot find the process behind %s: %v", socket, err)
-	}
-	if pid == 0 {
-		return "", fmt.Errorf("the process behind %s is in another PID namespace", socket)
-	}
-	proc := fmt.Sprintf("/proc/%d", pid)
-	raw, err := os.ReadFile(proc + "/cmdline")
-	if err != nil {
-		return "", fmt.Errorf("pid %d behind %s: %v", pid, socket, err)
-	}
-	path := DockerConfigFile(strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00"))
-	if !filepath.IsAbs(path) {
-		cwd, err := os.Readlink(proc + "/cwd")
-		if err != nil {
-			return "", fmt.Errorf("pid %d: config %s is relative and its working directory unknown: %v", pid, path, err)
-		}
-		path = filepath.Join(cwd, path)
-	}
-	return path, nil
+	_, path, err := processConfig(socket, DockerConfigFile)
+	return path, err
 }
 
 // DockerConfigFile returns the config file named on dockerd's command
 // line (argv as in /proc/PID/cmdline): --config-file FILE or
 // --config-file=FILE, else /etc/docker/daemon.json.
 func DockerConfigFile(argv []string) string {
-	for i := 1; i < len(argv); i++ {
-		a := argv[i]
-		if a == "--" {
-			break
-		}
-		name, value, hasValue := strings.Cut(a, "=")
-		if name != "--config-file" {
-			continue
-		}
-		if hasValue {
-			return value
-		}
-		if i+1 < len(argv) {
-			return argv[i+1]
-		}
-	}
-	return defaultDaemonJSON
+	return flagValue(argv, func(flag string) bool { return flag == "--config-file" }, defaultDaemonJSON)
 }
 
 // DockerNeeds is what imagegate needs in daemon.json.
