@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/imagegate/imagegate/policy"
 )
@@ -220,23 +221,22 @@ func fetchTagLayers(repo name.Repository, digest v1.Hash, suffix string, maxSize
 	}
 	blobs := make([]layerBlob, len(layers))
 	errs := make([]error, len(layers))
-	sem := make(chan struct{}, fetchParallelism)
-	var wg sync.WaitGroup
+	// Every layer is fetched, whatever another's fate: each error is
+	// judged on its own below.
+	var g errgroup.Group
+	g.SetLimit(fetchParallelism)
 	for i, l := range layers {
 		blobs[i].desc = l
 		if l.Size > maxSize || l.Size < 0 {
 			blobs[i].err = fmt.Errorf("layer %s is %d bytes, more than the %d read", l.Digest, l.Size, maxSize)
 			continue
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		g.Go(func() error {
 			blobs[i].data, errs[i] = readLayer(repo.Digest(l.Digest.String()), l.Size, opts)
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	_ = g.Wait()
 	for i, err := range errs {
 		if err == nil {
 			continue

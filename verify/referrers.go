@@ -6,14 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
 )
 
 // Bounds on the OCI 1.1 referrers of one image. Anyone who may push to a
@@ -138,34 +139,26 @@ func (v *Verifier) fetchReferrers(repo name.Repository, digest v1.Hash, opts []r
 		return []bundleCandidate{{mechanism: mechanism,
 			err: fmt.Errorf("%s lists %d referrers, more than the %d read", digest, n, maxReferrers)}}, nil
 	}
-	var (
-		mu    sync.Mutex
-		cands []bundleCandidate
-		errs  []error
-		wg    sync.WaitGroup
-		sem   = make(chan struct{}, fetchParallelism)
-	)
-	for _, desc := range im.Manifests {
+	// Every referrer is fetched, whatever another's fate, so that all the
+	// failures are reported together.
+	found := make([][]bundleCandidate, len(im.Manifests))
+	errs := make([]error, len(im.Manifests))
+	var g errgroup.Group
+	g.SetLimit(fetchParallelism)
+	for i, desc := range im.Manifests {
 		if !mightBeBundle(desc) {
 			continue
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			found, err := fetchBundles(repo, desc, mechanism, opts)
-			mu.Lock()
-			defer mu.Unlock()
-			cands = append(cands, found...)
-			errs = append(errs, err)
-		}()
+		g.Go(func() error {
+			found[i], errs[i] = fetchBundles(repo, desc, mechanism, opts)
+			return nil
+		})
 	}
-	wg.Wait()
+	_ = g.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return cands, nil
+	return slices.Concat(found...), nil
 }
 
 // refused turns what the registry served wrong into refused evidence, and
