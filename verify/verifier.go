@@ -58,9 +58,6 @@ func New(pol *policy.Policy, opts ...Option) *Verifier {
 	return v
 }
 
-// Policy returns the policy the verifier decides under.
-func (v *Verifier) Policy() *policy.Policy { return v.pol }
-
 // NewSubject names the subject for image (any reference form; Docker Hub
 // short names are normalized) at digest, as the runtime reports it. It
 // asks no registry.
